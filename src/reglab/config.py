@@ -1,0 +1,254 @@
+"""One config object for every run, resolved in a fixed order.
+
+defaults  <  model preset  <  recipe file (recipes/<name>.yaml)  <  --config FILE.yaml  <  command-line flags
+
+Model presets (`basic`, `regularized`, `none`) are configurations of the one architecture in models.py,
+plus the augmentation the notebook used with each. Every run writes the fully resolved config to
+config.yaml, so a run folder says exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+AUGMENTS = ("none", "seed", "flip", "rrc")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class Config:
+    # what and where
+    model: str = "regularized"
+    recipe: str = "seed"
+    data: str = "imagenette2-160"
+    image_size: int = 160
+    seed: int = 42
+    device: str = "auto"
+    on_bad_image: str = "error"
+    # the notebook's optimisation recipe
+    epochs: int = 50
+    batch_size: int = 16
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    adam_eps: float = 1e-7  # Keras's Adam default, not PyTorch's 1e-8
+    momentum: float = 0.9  # sgd only
+    schedule: str = "plateau"
+    warmup_epochs: float = 0.0  # onecycle / cosine only
+    early_stopping_patience: int = 7  # 0 disables early stopping
+    restore_best: bool = True
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    plateau_min_delta: float = 1e-4  # absolute, as Keras's ReduceLROnPlateau
+    min_lr: float = 1e-5
+    # architecture (models.build_model); basic and regularized are presets of these
+    widths: list = field(default_factory=lambda: [32, 64, 128])
+    convs_per_block: int = 2
+    dense_width: int = 256
+    batchnorm: bool = True
+    keras_init: bool = True  # Glorot-uniform kernels, zero biases, BN momentum 0.99 / eps 1e-3
+    # regularizers: the notebook's three ...
+    dropout: float = 0.25  # after each conv block's pooling
+    dense_dropout: float = 0.5
+    augment: str = "seed"
+    # ... and beyond the notebook (all off by default)
+    spatial_dropout: bool = False  # conv-block dropout drops whole channels (Dropout2d)
+    drop_path: float = 0.0  # stochastic depth: drop each block's second conv pair as a residual
+    weight_decay: float = 0.0  # decoupled (AdamW-style)
+    smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    reprob: float = 0.0
+    model_ema: float = 0.0
+    # speed (never changes what is computed beyond float rounding)
+    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 500
+
+    def validate(self) -> "Config":
+        def bad(name, value, hint):
+            raise UserError(f"invalid {name}: {value!r}; {hint}")
+
+        choice = {
+            "augment": AUGMENTS,
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "device": DEVICES,
+            "precision": PRECISIONS,
+            "on_bad_image": BAD_IMAGE_POLICIES,
+        }
+        for name, options in choice.items():
+            if getattr(self, name) not in options:
+                bad(name, getattr(self, name), f"choose one of {', '.join(options)}")
+        if self.model not in MODEL_PRESETS:
+            bad("model", self.model, f"choose one of {', '.join(MODEL_PRESETS)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "image_size", "dense_width", "convs_per_block"):
+            if getattr(self, name) < 1:
+                bad(name, getattr(self, name), "it must be a positive integer")
+        if self.image_size % (2 ** len(self.widths)) != 0:
+            bad("image_size", self.image_size, f"it must be divisible by {2 ** len(self.widths)} (one 2x pool per block)")
+        if not self.widths or any(int(w) < 1 for w in self.widths):
+            bad("widths", self.widths, "give one positive channel count per block, e.g. [32, 64, 128]")
+        for name in ("dropout", "dense_dropout", "drop_path", "smoothing", "reprob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, getattr(self, name), "it must be in [0, 1)")
+        for name in ("lr", "adam_eps"):
+            if getattr(self, name) <= 0:
+                bad(name, getattr(self, name), "it must be positive")
+        for name in ("weight_decay", "mixup", "cutmix", "min_lr", "warmup_epochs", "early_stopping_patience",
+                     "plateau_patience", "plateau_min_delta"):
+            if getattr(self, name) < 0:
+                bad(name, getattr(self, name), "it must be >= 0")
+        if not 0.0 <= self.model_ema < 1.0:
+            bad("model_ema", self.model_ema, "give a decay in [0, 1), e.g. 0.999; 0 disables it")
+        if not 0.0 < self.plateau_factor < 1.0:
+            bad("plateau_factor", self.plateau_factor, "it must be in (0, 1)")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def regularizers(self) -> list[str]:
+        """Human-readable list of the regularizers this run uses (for reports)."""
+        out = []
+        if self.batchnorm:
+            out.append("batch normalization")
+        if self.dropout > 0:
+            out.append(f"{'spatial ' if self.spatial_dropout else ''}dropout {self.dropout:g} (conv blocks)")
+        if self.dense_dropout > 0:
+            out.append(f"dropout {self.dense_dropout:g} (dense)")
+        if self.augment != "none":
+            out.append(f"data augmentation ({self.augment})")
+        if self.drop_path > 0:
+            out.append(f"stochastic depth {self.drop_path:g}")
+        if self.weight_decay > 0:
+            out.append(f"weight decay {self.weight_decay:g}")
+        if self.smoothing > 0:
+            out.append(f"label smoothing {self.smoothing:g}")
+        if self.mixup > 0:
+            out.append(f"mixup {self.mixup:g}")
+        if self.cutmix > 0:
+            out.append(f"cutmix {self.cutmix:g}")
+        if self.reprob > 0:
+            out.append(f"random erasing {self.reprob:g}")
+        if self.model_ema > 0:
+            out.append(f"model EMA {self.model_ema:g}")
+        return out
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+# The notebook's two models (and the 6-conv net with its regularizers removed), as configurations.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "regularized": dict(convs_per_block=2, batchnorm=True, dropout=0.25, dense_dropout=0.5, augment="seed"),
+    "basic": dict(convs_per_block=1, batchnorm=False, dropout=0.0, dense_dropout=0.0, augment="none"),
+    # same depth as regularized, no regularizer: separates depth from regularization in ablations
+    "none": dict(convs_per_block=2, batchnorm=False, dropout=0.0, dense_dropout=0.0, augment="none"),
+}
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("reglab.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name: str) -> dict:
+    path = resources.files("reglab.recipes") / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(recipe_names())}")
+    return check_keys(yaml.safe_load(path.read_text()) or {}, f"recipe {name}")
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Parse a YAML config safely (no object construction); unknown keys are errors."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found; check the --config path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{at}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must be a mapping of option: value, got {type(data).__name__}")
+    return check_keys(data, f"config file {path}")
+
+
+def check_keys(data: dict, where: str) -> dict:
+    unknown = [str(k) for k in data if k not in FIELD_NAMES]
+    if unknown:
+        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in {where}; valid keys: {', '.join(FIELD_NAMES)}")
+    return {k: _coerce(k, v, where) for k, v in data.items()}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Check a value against the field's type; YAML gives us ints for floats and the like."""
+    default = getattr(Config(), name)
+    kind = type(default)
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError
+            return float(value)
+        if kind is list:
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise TypeError
+            return list(value)
+        if kind is str:
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    else:
+        return value
+    raise UserError(f"invalid value for {name} in {where}: {value!r} (expected {kind.__name__})")
+
+
+def resolve(file_values: dict | None = None, flag_values: dict | None = None) -> Config:
+    """Merge defaults < model preset < recipe < config file < flags, then validate."""
+    file_values = dict(file_values or {})
+    flag_values = {k: v for k, v in (flag_values or {}).items() if v is not None}
+    check_keys(flag_values, "command-line flags")
+    explicit = {**file_values, **flag_values}
+    recipe = explicit.get("recipe", Config.recipe)
+    model = explicit.get("model", Config.model)
+    if model not in MODEL_PRESETS:
+        raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    merged = {**MODEL_PRESETS[model], **load_recipe(recipe), **explicit}
+    return Config(**merged).validate()
+
+
+def from_dict(values: dict) -> Config:
+    """Rebuild a resolved config (e.g. a run folder's config.yaml) exactly as written."""
+    return Config(**check_keys(values, "config.yaml")).validate()
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,171 @@
+"""Decode once: every image of a split decoded in parallel into one uint8 array, cached on disk.
+
+Cache entry: <cache_root>/decoded/<key>/<split>-images.u8 (raw N*H*W*3 bytes) and <split>.json (labels,
+shape, CRC-32, skipped files). The JSON is written last, atomically, so it is the commit marker; a
+missing, damaged or mismatched entry is rebuilt. The key hashes the file list with each file's size and
+mtime, the class list and the image size, so any change to the data or the size setting invalidates it.
+Workers write their images straight into the (temporary) cache file through a memory map: nothing large
+crosses a pipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from ..errors import BadImageError, UserError
+from ..progress import progress
+from .decode import DecodeError, decode_image
+from .folder import SplitFiles, show
+
+CACHE_FORMAT = 1
+CHUNK = 64
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REGLAB_DATA", "~/.cache/reglab")).expanduser()
+
+
+def cache_key(split: SplitFiles, size: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": CACHE_FORMAT, "size": size, "classes": split.classes}).encode())
+    for f in split.files:
+        h.update(os.fsencode(f.path) + b"\0" + f"{f.label}:{f.size}:{f.mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class DecodedSplit:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    paths: list[str]
+    skipped: list[tuple[str, str]]  # (path, reason)
+    from_cache: bool
+
+
+def _crc(buf) -> int:
+    return zlib.crc32(memoryview(buf).cast("B"))
+
+
+def _decode_chunk(out_path: str, count: int, size: int, start: int, paths: list[str]) -> list[tuple[int, str]]:
+    """Worker: decode paths[i] into row start+i of the memory-mapped output; return (row, reason) failures."""
+    out = np.memmap(out_path, dtype=np.uint8, mode="r+", shape=(count, size, size, 3))
+    failed = []
+    for i, path in enumerate(paths):
+        try:
+            out[start + i] = decode_image(path, size)
+        except DecodeError as e:
+            failed.append((start + i, str(e)))
+        except Exception as e:  # a Pillow plugin bug must still name the file, not kill the pool
+            failed.append((start + i, f"{type(e).__name__}: {e}"))
+    out.flush()
+    del out
+    return failed
+
+
+def _decode_all(split: SplitFiles, size: int, out_path: Path, workers: int, show_progress: bool) -> dict[int, str]:
+    paths = [f.path for f in split.files]
+    n = len(paths)
+    np.memmap(out_path, dtype=np.uint8, mode="w+", shape=(max(n, 1), size, size, 3)).flush()
+    failures: dict[int, str] = {}
+    chunks = [(s, paths[s : s + CHUNK]) for s in range(0, n, CHUNK)]
+    with progress(show_progress) as bar:
+        task = bar.add_task(f"decoding {split.name}", total=n, info="")
+        if workers <= 1:
+            for s, part in chunks:
+                failures.update(_decode_chunk(str(out_path), n, size, s, part))
+                bar.advance(task, len(part))
+        else:
+            # fork: workers inherit the imported modules (fast start); they use only numpy and Pillow.
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = {pool.submit(_decode_chunk, str(out_path), n, size, s, part): len(part) for s, part in chunks}
+                for fut in as_completed(futures):
+                    failures.update(fut.result())
+                    bar.advance(task, futures[fut])
+    return failures
+
+
+def _load_entry(folder: Path, split: SplitFiles, size: int) -> DecodedSplit | None:
+    meta_path, data_path = folder / f"{split.name}.json", folder / f"{split.name}-images.u8"
+    try:
+        meta = json.loads(meta_path.read_text())
+        n = meta["count"]
+        expected = n * size * size * 3
+        if meta.get("format") != CACHE_FORMAT or data_path.stat().st_size != max(expected, size * size * 3):
+            return None
+        raw = np.fromfile(data_path, dtype=np.uint8, count=expected)
+        if raw.size != expected or _crc(raw) != meta["crc32"]:
+            return None
+        labels = np.asarray(meta["labels"], dtype=np.int64)
+        if labels.shape != (n,):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return DecodedSplit(
+        images=raw.reshape(n, size, size, 3), labels=labels, paths=meta["paths"],
+        skipped=[tuple(s) for s in meta["skipped"]], from_cache=True,
+    )
+
+
+def decode_split(
+    split: SplitFiles, size: int, on_bad_image: str = "error", workers: int | None = None,
+    root: Path | None = None, show_progress: bool = True, unreadable: list[tuple[str, str]] = (),
+) -> DecodedSplit:
+    """Decoded images of one split: from the cache when valid, else decoded in parallel and cached."""
+    unreadable = list(unreadable)
+    if unreadable and on_bad_image == "error":
+        raise BadImageError(show(unreadable[0][0]), unreadable[0][1])
+    folder = (root or cache_root()) / "decoded" / cache_key(split, size)
+    cached = _load_entry(folder, split, size)
+    if cached is not None:
+        if cached.skipped and on_bad_image == "error":
+            raise BadImageError(show(cached.skipped[0][0]), cached.skipped[0][1])
+        cached.skipped = unreadable + cached.skipped
+        return cached
+
+    atomic.check_writable_dir(folder, "cache directory")
+    workers = workers or os.cpu_count() or 1
+    data_path = folder / f"{split.name}-images.u8"
+    tmp_path = folder / f".{split.name}-images.u8.{os.getpid()}.tmp"
+    try:
+        failures = _decode_all(split, size, tmp_path, workers, show_progress)
+        if failures and on_bad_image == "error":
+            row = min(failures)
+            raise BadImageError(show(split.files[row].path), failures[row])
+        keep = np.array([i for i in range(len(split.files)) if i not in failures], dtype=np.int64)
+        if keep.size == 0:
+            raise UserError(f"no decodable images in the {split.name} split; check the data folder")
+        all_images = np.memmap(tmp_path, dtype=np.uint8, mode="r", shape=(max(len(split.files), 1), size, size, 3))
+        if failures:  # compact: drop the rows of skipped files
+            images = np.ascontiguousarray(all_images[keep])
+            del all_images
+            images.tofile(tmp_path)
+        else:
+            images = np.array(all_images)
+            del all_images
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, data_path)
+    except OSError as e:
+        raise atomic._os_error_to_user(e, data_path) from None
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    labels = np.array([split.files[i].label for i in keep], dtype=np.int64)
+    paths = [split.files[i].path for i in keep]
+    skipped = [(split.files[i].path, failures[i]) for i in sorted(failures)]
+    atomic.write_json(folder / f"{split.name}.json", {
+        "format": CACHE_FORMAT, "count": int(keep.size), "size": size, "crc32": _crc(images),
+        "labels": labels.tolist(), "paths": paths, "skipped": skipped, "classes": split.classes,
+    })
+    return DecodedSplit(images=images, labels=labels, paths=paths, skipped=unreadable + skipped, from_cache=False)

@@ -1,0 +1,177 @@
+"""`reglab train` end to end on the real mini dataset (tiny image size, few epochs, CPU)."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from reglab.cli import main
+from reglab.data import load_data
+
+RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "curves.png", "best.safetensors", "last.ckpt",
+             "predictions.npz", "samples.npz"]
+
+
+def train_args(mini, out, *extra):
+    return ["train", "--data", str(mini), "--image-size", "32", "--epochs", "2", "--device", "cpu", "--out", str(out), *extra]
+
+
+def test_train_writes_every_file_of_the_run_folder(mini, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(mini, out, "--model", "regularized")) == 0
+    printed = capsys.readouterr().out
+    assert "Epoch 1/2" in printed and "val_accuracy" in printed
+    for name in RUN_FILES:
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ["model", "seed", "dataset", "device", "epochs_run", "best_epoch", "train_loss", "train_accuracy",
+                "val_loss", "val_accuracy", "restored_val_loss", "restored_val_accuracy", "params_trainable",
+                "params_non_trainable", "wall_seconds", "train_images_per_second"]:
+        assert summary[key] is not None, key
+    assert summary["status"] == "finished" and summary["epochs_run"] == 2
+    assert summary["dataset"]["train_size"] == 120 and summary["dataset"]["val_size"] == 60
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(summary["val_accuracy"])
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["image_size"] == 32 and cfg["augment"] == "seed" and cfg["batch_size"] == 16 and cfg["adam_eps"] == 1e-7
+    weights = load_file(out / "best.safetensors")
+    assert "head.dense2.weight" in weights
+
+
+def test_basic_trains_without_augmentation_by_default(mini, tmp_path):
+    out = tmp_path / "basic"
+    assert main(train_args(mini, out, "--model", "basic")) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["augment"] == "none" and cfg["batchnorm"] is False and cfg["convs_per_block"] == 1
+
+
+def test_flags_override_config_file_which_overrides_preset(mini, tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("model: basic\naugment: seed\nepochs: 1\nbatch_size: 8\n")
+    out = tmp_path / "run"
+    assert main(train_args(mini, out, "--config", str(conf), "--batch-size", "32")) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["model"], cfg["augment"], cfg["epochs"], cfg["batch_size"]) == ("basic", "seed", 2, 32)
+
+
+def test_same_seed_same_result_on_cpu(mini, tmp_path):
+    for name in ("a", "b"):
+        assert main(train_args(mini, tmp_path / name, "--epochs", "1")) == 0
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
+    assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+
+
+def test_finished_run_is_not_overwritten_without_flag(mini, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(mini, out, "--epochs", "1")) == 0
+    before = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(train_args(mini, out, "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert (out / "summary.json").read_bytes() == before
+    assert main(train_args(mini, out, "--epochs", "1", "--overwrite", "--seed", "7")) == 0
+    assert json.loads((out / "summary.json").read_text())["seed"] == 7
+
+
+def test_decode_cache_is_reused_and_invalidated(mini, tmp_path):
+    first = load_data(str(mini), 32, show_progress=False)
+    assert not first.train.from_cache
+    second = load_data(str(mini), 32, show_progress=False)
+    assert second.train.from_cache and second.val.from_cache
+    assert (first.train.images == second.train.images).all()
+    assert not load_data(str(mini), 48, show_progress=False).train.from_cache  # size is part of the key
+    # a changed file invalidates: copy the tree, touch one file
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(mini, copy)
+    assert not load_data(str(copy), 32, show_progress=False).train.from_cache
+    assert load_data(str(copy), 32, show_progress=False).train.from_cache
+    victim = next((copy / "train").rglob("*.JPEG"))
+    os.utime(victim, ns=(1, 1))
+    assert not load_data(str(copy), 32, show_progress=False).train.from_cache
+
+
+def test_decoded_pixels_match_a_direct_decode(mini):
+    from PIL import Image
+
+    data = load_data(str(mini), 224, show_progress=False)  # the mini images are 224x224: no resize
+    path = data.train.paths[5]
+    expected = Image.open(path).convert("RGB")
+    assert (data.train.images[5] == np.asarray(expected)).all()
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.Popen([sys.executable, "-m", "reglab.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _metric_rows(path: Path):
+    rows = list(csv.DictReader(open(path)))
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_kill_and_resume_gives_the_same_run(mini, tmp_path):
+    """SIGTERM mid-run, then --resume: the same metrics and final weights as an uninterrupted run."""
+    common = ["--data", str(mini), "--image-size", "64", "--epochs", "6", "--device", "cpu", "--patience", "0"]
+    full = _cli("train", *common, "--out", str(tmp_path / "full"))
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    out = tmp_path / "cut"
+    proc = _cli("train", *common, "--out", str(out))
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (out / "metrics.csv").exists() and len(_metric_rows(out / "metrics.csv")) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert code == 128 + signal.SIGTERM, err
+    assert "reglab train --resume" in err and err.count("\n") == 1
+    done = len(_metric_rows(out / "metrics.csv"))
+    assert 2 <= done < 6 and not (out / "summary.json").exists()
+
+    resumed = _cli("train", "--resume", str(out))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert _metric_rows(out / "metrics.csv") == _metric_rows(tmp_path / "full" / "metrics.csv")
+    for name in ("best.safetensors",):
+        a, b = load_file(out / name), load_file(tmp_path / "full" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    last_a = torch.load(out / "last.ckpt", weights_only=True)["model"]
+    last_b = torch.load(tmp_path / "full" / "last.ckpt", weights_only=True)["model"]
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+def test_bad_inputs_give_one_line_and_exit_2(mini, tmp_path, capsys):
+    cases = [
+        ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        ["train", "--data", "no-such-dataset", "--out", str(tmp_path / "o")],
+        ["train", "--model", "resnet", "--out", str(tmp_path / "o")],
+        ["train", "--data", str(mini), "--image-size", "30", "--out", str(tmp_path / "o")],
+        ["train", "--data", str(mini), "--augment", "wild", "--out", str(tmp_path / "o")],
+        ["train", "--resume", str(tmp_path / "nothing")],
+        ["train", "--data", str(mini), "--out", "/proc/reglab-cannot-write/run", "--image-size", "32"],
+    ]
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    cases.append(["train", "--data", str(empty), "--out", str(tmp_path / "o")])
+    for argv in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert err.startswith("reglab: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
