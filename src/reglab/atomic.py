@@ -72,7 +72,7 @@ def _json_default(o):
 
 def _os_error_to_user(e: OSError, path: Path) -> UserError:
     if e.errno == errno.ENOSPC:
-        return UserError(f"no space left on device while writing {path}; free some disk or choose another --out")
+        return UserError(f"no space left on device while writing {path}; free some disk space or write elsewhere")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(f"cannot write {path}: permission denied; choose a writable --out or cache directory")
     return UserError(f"cannot write {path}: {e.strerror or e}")

@@ -22,6 +22,9 @@ from . import __version__, atomic
 from .errors import UserError
 
 CKPT_FORMAT = 1
+# top-level keys of train.Trainer.state(); a checkpoint without them cannot be resumed
+RESUME_KEYS = ("config", "epoch", "step", "lr", "model", "optimizer", "early", "plateau", "rows",
+               "train_seconds", "wall_seconds", "images_seen", "rng")
 
 
 def save_weights(path: Path, state_dict: dict) -> None:
@@ -48,11 +51,19 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; there is nothing to resume (train without --resume)")
+    if not zipfile.is_zipfile(path):
+        # torch.save always writes a zip archive; anything else (truncated, random bytes, a bare pickle) is
+        # refused before any unpickler sees it
+        raise UserError(
+            f"checkpoint {path} is corrupt, truncated or not a reglab checkpoint (not a torch zip archive); "
+            "delete it and train again"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UserError(
-            f"refusing to load {path}: it holds objects that would run code when unpickled ({str(e).splitlines()[0]})"
+            f"refusing to load {path}: it holds more than tensors and plain containers, so it is damaged or "
+            f"crafted to run code when unpickled ({_unpickling_reason(e)}); delete it and train again"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); delete it and train again") from None
@@ -63,7 +74,22 @@ def load_checkpoint(path: Path) -> dict:
             f"{state.get('format') if isinstance(state, dict) else '?'}; this is {__version__}, format {CKPT_FORMAT}); "
             "train again with --overwrite"
         )
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing or not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
+        raise UserError(
+            f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'a valid config or model'}); "
+            "delete it and train again"
+        )
     return state
+
+
+def _unpickling_reason(e: Exception) -> str:
+    """The informative line of torch's long weights_only message (e.g. 'unsupported GLOBAL posix.system')."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if "unsupported" in line.lower():
+            return line.removeprefix("WeightsUnpickler error: ").rstrip(".")
+    return lines[-1] if lines else type(e).__name__
 
 
 def check_compatible(path: Path, model: torch.nn.Module, saved: dict) -> None:

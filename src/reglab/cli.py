@@ -110,7 +110,8 @@ def cmd_train(args) -> int:
         summary = train(cfg, args.out, overwrite=args.overwrite, quiet=args.quiet)
         out = args.out
     if summary["status"] != "finished":
-        print(f"reglab: run failed: {summary.get('failure')}; best weights kept in {out}", file=sys.stderr)
+        kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
+        print(f"reglab: run failed: {summary.get('failure')}{kept}", file=sys.stderr)
         return 1
     print(
         f"{summary['variant']}: restored best val_accuracy {summary['restored_val_accuracy']:.4f} "
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=_positive_int, default=30, help="timed steps per throughput measurement")
     b.add_argument("--epochs", type=_positive_int, default=50, help="max epochs of the whole-experiment timing")
     b.add_argument("--skip-experiment", action="store_true", help="skip the whole-experiment timing")
-    b.add_argument("--naive-epochs", type=_positive_int, default=1, help="epochs of the naive pipeline to time")
+    b.add_argument("--naive-batches", type=int, default=0, help="batches of the naive pipeline to time (0: one epoch)")
     b.add_argument("--recipe", default="seed")
     b.set_defaults(func=cmd_bench)
     return p

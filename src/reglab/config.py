@@ -10,6 +10,8 @@ config.yaml, so a run folder says exactly what was trained.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -164,9 +166,9 @@ def recipe_names() -> list[str]:
 
 
 def load_recipe(name: str) -> dict:
-    path = resources.files("reglab.recipes") / f"{name}.yaml"
-    if not path.is_file():
+    if name not in recipe_names():  # a name, not a path: `recipe: ../../x` must not read other files
         raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(recipe_names())}")
+    path = resources.files("reglab.recipes") / f"{name}.yaml"
     return check_keys(yaml.safe_load(path.read_text()) or {}, f"recipe {name}")
 
 
@@ -193,10 +195,15 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def check_keys(data: dict, where: str) -> dict:
-    unknown = [str(k) for k in data if k not in FIELD_NAMES]
+    # repr() for odd keys: a key with a newline must not break the one-line error
+    unknown = [k if isinstance(k, str) and k.isprintable() and k else repr(k) for k in data if k not in FIELD_NAMES]
     if unknown:
         raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in {where}; valid keys: {', '.join(FIELD_NAMES)}")
     return {k: _coerce(k, v, where) for k, v in data.items()}
+
+
+_SHORT = reprlib.Repr()  # values in error messages: a few items, two levels deep
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -213,8 +220,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 raise TypeError
             return int(value)
         if kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError  # .nan / .inf would slip through every range check in validate()
             return float(value)
         if kind is list:
             if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -228,7 +235,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         pass
     else:
         return value
-    raise UserError(f"invalid value for {name} in {where}: {value!r} (expected {kind.__name__})")
+    # reprlib: bounded, so a YAML alias bomb (shared nodes, cheap to load) is not expanded into the message
+    raise UserError(f"invalid value for {name} in {where}: {_SHORT.repr(value)} (expected {kind.__name__})")
 
 
 def resolve(file_values: dict | None = None, flag_values: dict | None = None) -> Config:

@@ -143,7 +143,7 @@ def run_jobs(jobs: list[Job], executor: str = "local", n_jobs: int = 1, address:
     states = {id(j): job_state(j) for j in jobs}
     todo = [j for j in jobs if states[id(j)] != "finished"]
     reused = len(jobs) - len(todo)
-    if reused and not quiet:
+    if reused:
         print(f"reusing {reused} finished run(s)", flush=True)
     if not todo:
         return

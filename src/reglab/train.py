@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from . import __version__, atomic, rundir
 from .callbacks import EarlyStopping, ReduceLROnPlateau, scheduled_lr
@@ -283,7 +284,13 @@ class Trainer:
                         f"try --batch-size {max(1, cfg.batch_size // 2)} or a smaller --image-size"
                     ) from None
                 t_train = time.perf_counter() - t_epoch
-                val_loss, val_acc = evaluate(self.eval_model(), self.val_loader, cfg, self.device)
+                try:
+                    val_loss, val_acc = evaluate(self.eval_model(), self.val_loader, cfg, self.device)
+                except torch.cuda.OutOfMemoryError:
+                    raise UserError(
+                        f"CUDA out of memory while evaluating at batch size {cfg.eval_batch_size}; "
+                        f"try --eval-batch-size {max(1, cfg.eval_batch_size // 4)}"
+                    ) from None
                 self.epoch += 1
                 seconds = time.perf_counter() - t_epoch
                 self.train_seconds += t_train
@@ -327,7 +334,9 @@ class Trainer:
         model = self.eval_model()
         best_path = out / "best.safetensors"
         if cfg.restore_best and best_path.exists():
-            model.load_state_dict(load_weights(best_path))
+            best = load_weights(best_path)
+            check_compatible(best_path, model, best)
+            model.load_state_dict(best)
         elif not failed:
             save_weights(best_path, model.state_dict())
         restored_loss, restored_acc, probs = evaluate(model, self.val_loader, cfg, self.device, want_probs=True)
@@ -405,6 +414,21 @@ def write_metrics(path: Path, rows: list[dict]):
     atomic.write_text(path, buf.getvalue())
 
 
+def _check_same_run(out: Path, cfg: Config) -> None:
+    """A last.ckpt copied in from another run must not silently continue as that run's model."""
+    try:
+        written = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # no config.yaml yet (killed before writing it): the checkpoint is all we have
+    differ = sorted(k for k, v in cfg.to_dict().items() if k in written and written[k] != v)
+    if differ:
+        k = differ[0]
+        raise UserError(
+            f"checkpoint {out / 'last.ckpt'} belongs to another model or run ({k}: {cfg.to_dict()[k]!r} in the "
+            f"checkpoint, {written[k]!r} in config.yaml); restore the run's own last.ckpt or use --overwrite"
+        )
+
+
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber finished results; an unfinished run needs --resume (or --overwrite)."""
     out = Path(out)
@@ -441,6 +465,7 @@ def train(cfg: Config, out: str | Path, data: Data | None = None, resume: bool =
             cfg = from_dict(saved["config"])  # a resumed run continues with exactly its own config
         except UserError as e:
             raise UserError(f"checkpoint {out / 'last.ckpt'} holds an incompatible config ({e})") from None
+        _check_same_run(out, cfg)
     elif resume:
         raise UserError(f"no checkpoint at {out / 'last.ckpt'}; there is nothing to resume (train without --resume)")
     else:

@@ -10,12 +10,14 @@ crosses a pipe.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +74,24 @@ def _decode_chunk(out_path: str, count: int, size: int, start: int, paths: list[
     return failed
 
 
+def _allocate(path: Path, nbytes: int) -> None:
+    """Create the output file with its blocks reserved. A sparse file (np.memmap mode w+) would defer running
+    out of disk to the workers' page writes, where it is SIGBUS (a dead process), not an OSError."""
+    with open(path, "wb") as f:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise  # ENOSPC, EFBIG, EIO: the caller turns it into one clear line
+        f.truncate(nbytes)
+
+
 def _decode_all(split: SplitFiles, size: int, out_path: Path, workers: int, show_progress: bool) -> dict[int, str]:
     paths = [f.path for f in split.files]
     n = len(paths)
-    np.memmap(out_path, dtype=np.uint8, mode="w+", shape=(max(n, 1), size, size, 3)).flush()
+    _allocate(out_path, max(n, 1) * size * size * 3)
     failures: dict[int, str] = {}
     chunks = [(s, paths[s : s + CHUNK]) for s in range(0, n, CHUNK)]
     with progress(show_progress) as bar:
@@ -158,6 +174,11 @@ def decode_split(
         os.replace(tmp_path, data_path)
     except OSError as e:
         raise atomic._os_error_to_user(e, data_path) from None
+    except BrokenProcessPool:
+        raise UserError(
+            f"a decode worker died while decoding the {split.name} split (out of memory or disk, or a crash in an "
+            f"image decoder); free some memory or disk and retry"
+        ) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

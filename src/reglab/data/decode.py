@@ -8,6 +8,7 @@ thread pools after a fork) and round to uint8 for the cache.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -15,6 +16,15 @@ from PIL import Image, UnidentifiedImageError
 
 # Refuse decompression bombs early: a larger declared size is an error, not a warning.
 MAX_PIXELS = 64_000_000
+# Pillow identifies a file by its content, whatever its extension, and renders EPS by running Ghostscript
+# (an interpreter) on it: a dataset file must never reach that.
+REFUSED_FORMATS = frozenset({"EPS"})
+
+
+@functools.lru_cache(maxsize=1)
+def _formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in Image.ID if f not in REFUSED_FORMATS)
 
 
 class DecodeError(Exception):
@@ -30,7 +40,9 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         return np.repeat(grey[..., None], 3, axis=-1)
     if img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        finite = np.isfinite(a)  # NaN/inf pixels become black; casting them to uint8 is undefined
+        lo, hi = (float(a[finite].min()), float(a[finite].max())) if finite.any() else (0.0, 0.0)
+        a = np.where(finite, a, lo)
         grey = np.zeros(a.shape, np.uint8) if hi <= lo else np.rint((a - lo) / (hi - lo) * 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     if img.mode == "P" and "transparency" in img.info:
@@ -63,7 +75,7 @@ def decode_image(path: str, size: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=_formats()) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise DecodeError(f"declared size {w}x{h} exceeds {MAX_PIXELS:,} pixels (decompression bomb?)")

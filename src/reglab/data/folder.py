@@ -3,12 +3,15 @@
 Classes are the sorted class-folder names of train/ and must match val/'s. Hidden files and folders
 (.DS_Store, .ipynb_checkpoints) are ignored; so are files whose extension Pillow does not read.
 Files are found recursively under each class folder without following symlinked folders, so a
-symlink loop cannot hang the scan.
+symlink loop cannot hang the scan. Entries that are not regular files (a FIFO would block the decoder
+forever) are reported as unreadable, like broken links.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat as stat_mod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +53,18 @@ def _visible(name: str) -> bool:
 
 def _class_dirs(split_dir: Path) -> list[str]:
     try:
-        entries = sorted(e.name for e in os.scandir(split_dir) if _visible(e.name) and e.is_dir())
+        visible = [e for e in os.scandir(split_dir) if _visible(e.name)]
     except OSError as e:
         raise UserError(f"cannot read {show(split_dir)}: {e.strerror}; check its permissions") from None
-    return entries
+    names = []
+    for e in visible:
+        try:
+            is_dir = e.is_dir()  # follows symlinks; a symlink loop raises ELOOP here
+        except OSError as err:
+            raise UserError(f"cannot read {show(e.path)}: {err.strerror or err}; fix or remove it") from None
+        if is_dir:
+            names.append(e.name)
+    return sorted(names)
 
 
 def _files_in(class_dir: Path, exts: frozenset[str]) -> list[tuple[str, os.stat_result | OSError]]:
@@ -68,6 +79,9 @@ def _files_in(class_dir: Path, exts: frozenset[str]) -> list[tuple[str, os.stat_
                 st = os.stat(path)  # follows file symlinks; a loop or dangling link raises here
             except OSError as e:
                 out.append((path, e))
+                continue
+            if not stat_mod.S_ISREG(st.st_mode):  # a FIFO would block the decoder forever; devices never end
+                out.append((path, OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)")))
                 continue
             out.append((path, st))
     return out

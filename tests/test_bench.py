@@ -1,0 +1,20 @@
+"""The bench is smoke-tested on CPU with tiny sizes; its timings are never asserted."""
+import json
+
+from reglab.cli import main
+
+
+def test_bench_runs_end_to_end_and_writes_json(mini, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--data", str(mini), "--device", "cpu", "--image-size", "32", "--steps", "2",
+                 "--epochs", "1", "--naive-batches", "2", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["images"] == 180
+    assert {(r["model"], r["batch_size"]) for r in result["throughput"]} == {
+        ("basic", 16), ("basic", 512), ("regularized", 16), ("regularized", 512)}
+    assert all(r["img_per_s"] > 0 for r in result["throughput"])
+    assert result["naive"]["images"] == 32 and result["speedup_vs_naive"] > 0
+    assert result["experiment"]["basic"]["epochs_run"] == 1 and result["experiment"]["total_seconds"] > 0
+    assert "software" in result and "torch" in result["software"]
+    assert "speed-up over naive" in capsys.readouterr().out
