@@ -17,3 +17,24 @@ def mini() -> Path:
     if not MINI.is_dir():
         pytest.skip(f"{MINI} not found (../shared/data/imagenette2-mini)")
     return MINI
+
+
+def one_line_error(capfd, rc: int, *needles: str, code: int = 2) -> str:
+    """Assert a user error: exit `code`, exactly one stderr line starting 'reglab: ' with every needle, no traceback."""
+    out, err = capfd.readouterr()
+    assert rc == code, (rc, out, err)
+    assert "Traceback" not in out + err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("reglab: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def no_curve_plots(monkeypatch):
+    """curves.png is not what error-path tests are about, and matplotlib is most of a 1-epoch run's time."""
+    import reglab.report.plots
+
+    monkeypatch.setattr(reglab.report.plots, "plot_curves", lambda *a, **k: None)

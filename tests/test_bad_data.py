@@ -30,7 +30,9 @@ from reglab.data import load_data
 from reglab.data.decode import MAX_PIXELS, DecodeError, decode_image
 from reglab.data.folder import scan, show
 from reglab.errors import UserError
+from conftest import one_line_error
 
+pytestmark = pytest.mark.usefixtures("no_curve_plots")
 SIZE = 32
 CLASSES = {"a": (220, 40, 40), "b": (40, 40, 220)}
 GOOD = {"train": 2, "val": 1}  # good images per class
@@ -44,13 +46,6 @@ def reglab_data(tmp_path, monkeypatch):
     monkeypatch.setenv("REGLAB_DATA", str(d))
     return d
 
-
-@pytest.fixture(autouse=True)
-def no_curve_plots(monkeypatch):
-    """curves.png is not what these tests are about, and matplotlib is most of a 1-epoch run's time."""
-    import reglab.report.plots
-
-    monkeypatch.setattr(reglab.report.plots, "plot_curves", lambda *a, **k: None)
 
 
 # ----------------------------------------------------------------------------------------------- corpus
@@ -156,17 +151,6 @@ def train_cli(data: Path, out: Path, *extra: str) -> int:
     return main(["train", "--data", str(data), "--out", str(out), "--model", "basic", "--image-size", str(SIZE),
                  "--epochs", "1", "--quiet", *extra])
 
-
-def one_line_error(capfd, rc: int, *needles: str) -> str:
-    out, err = capfd.readouterr()
-    assert rc == 2, (rc, out, err)
-    assert "Traceback" not in out + err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("reglab: "), lines[0]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def summary(out: Path) -> dict:

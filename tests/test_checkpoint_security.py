@@ -25,18 +25,14 @@ from reglab import checkpoint
 from reglab.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from reglab.cli import main
 from reglab.errors import UserError
+from conftest import one_line_error
+
+pytestmark = pytest.mark.usefixtures("no_curve_plots")
 
 
 @pytest.fixture(autouse=True)
 def reglab_data(tmp_path, monkeypatch):
     monkeypatch.setenv("REGLAB_DATA", str(tmp_path / "reglab-data"))
-
-
-@pytest.fixture(autouse=True)
-def no_curve_plots(monkeypatch):
-    import reglab.report.plots
-
-    monkeypatch.setattr(reglab.report.plots, "plot_curves", lambda *a, **k: None)
 
 
 def make_tree(root: Path) -> Path:
@@ -89,17 +85,6 @@ def interrupted(run: Path) -> Path:
 def resume(run: Path) -> int:
     return main(["train", "--resume", str(run), "--quiet"])
 
-
-def one_line_error(capfd, rc: int, *needles: str) -> str:
-    out, err = capfd.readouterr()
-    assert rc == 2, (rc, out, err)
-    assert "Traceback" not in out + err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("reglab: ")
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 class RunsCode:

@@ -30,7 +30,9 @@ from reglab.data import load_data
 from reglab.data.cache import cache_key, decode_split
 from reglab.data.folder import scan
 from reglab.errors import UserError
+from conftest import one_line_error
 
+pytestmark = pytest.mark.usefixtures("no_curve_plots")
 SIZE = 32
 
 
@@ -40,12 +42,6 @@ def reglab_data(tmp_path, monkeypatch):
     monkeypatch.setenv("REGLAB_DATA", str(d))
     return d
 
-
-@pytest.fixture(autouse=True)
-def no_curve_plots(monkeypatch):
-    import reglab.report.plots
-
-    monkeypatch.setattr(reglab.report.plots, "plot_curves", lambda *a, **k: None)
 
 
 def make_tree(root: Path, per_class: int = 3) -> Path:
@@ -68,17 +64,6 @@ def train_cli(data: Path, out: Path, *extra: str) -> int:
     return main(["train", "--data", str(data), "--out", str(out), "--model", "basic", "--image-size", str(SIZE),
                  "--epochs", "1", "--quiet", *extra])
 
-
-def one_line_error(capfd, rc: int, *needles: str, code: int = 2) -> str:
-    out, err = capfd.readouterr()
-    assert rc == code, (rc, out, err)
-    assert "Traceback" not in out + err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("reglab: ")
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def enospc(*_args, **_kwargs):
