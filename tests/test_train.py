@@ -175,3 +175,30 @@ def test_bad_inputs_give_one_line_and_exit_2(mini, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, (argv, err)
         assert err.startswith("reglab: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_model_ema_moves_by_one_minus_decay_and_copies_counters():
+    from reglab.config import resolve
+    from reglab.models import build_model
+    from reglab.train import EMA
+
+    net = build_model(resolve(flag_values={"model": "regularized", "image_size": 32}))
+    ema = EMA(net, decay=0.9)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    net.head.bn.num_batches_tracked.fill_(5)
+    ema.update(net)
+    after = ema.model.state_dict()
+    w = "head.dense2.weight"
+    assert torch.allclose(after[w], before[w] + 0.1, atol=1e-6)  # moved 10% of the way
+    assert int(after["head.bn.num_batches_tracked"]) == 5
+
+
+def test_step_schedule_logs_the_lr_actually_used(mini, tmp_path):
+    out = tmp_path / "fast"
+    assert main(train_args(mini, out, "--recipe", "fast", "--epochs", "4", "--quiet")) == 0
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(out / "metrics.csv"))]
+    # 120 images at batch 128: one step per epoch; 2 warm-up steps, then linear decay to 0
+    assert lrs == pytest.approx([1e-3, 2e-3, 2e-3, 1e-3])

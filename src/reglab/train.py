@@ -131,11 +131,13 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module):
-        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.lerp_(p, 1.0 - self.decay)
-            else:
-                e.copy_(p)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        floats = [(e, p) for e, p in pairs if e.dtype.is_floating_point]
+        # one fused kernel per dtype group instead of one launch per tensor
+        torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1.0 - self.decay)
+        for e, p in pairs:
+            if not e.dtype.is_floating_point:
+                e.copy_(p)  # BatchNorm's num_batches_tracked
 
 
 @torch.no_grad()
@@ -276,7 +278,6 @@ class Trainer:
         failed = None
         with _SignalFlag() as flag:
             while self.epoch < cfg.epochs and not self.early.stopped:
-                lr_used = self.lr
                 t_epoch = time.perf_counter()
                 try:
                     train_loss, train_acc = self.train_epoch(flag)
@@ -286,6 +287,7 @@ class Trainer:
                         f"try --batch-size {max(1, cfg.batch_size // 2)} or a smaller --image-size"
                     ) from None
                 t_train = time.perf_counter() - t_epoch
+                lr_used = self.lr  # plateau: the epoch's lr; step schedules: the lr of its last step
                 try:
                     val_loss, val_acc = evaluate(self.eval_model(), self.val_loader, cfg, self.device)
                 except torch.cuda.OutOfMemoryError:
