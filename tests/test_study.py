@@ -77,3 +77,19 @@ def test_ablate_with_both_executors(mini, tmp_path, executor, jobs):
     assert smooth.config["smoothing"] == 0.1 and smooth.config["batchnorm"] is True
     md = (out / "report.md").read_text()
     assert "no-dropout" in md and "Holm" in md
+
+
+def test_interrupted_study_says_to_rerun_the_same_command(mini, tmp_path, monkeypatch, capsys):
+    import signal
+
+    import reglab.train
+    from reglab.train import Interrupted
+
+    def killed(cfg, out, **kw):
+        raise Interrupted(signal.SIGTERM, 1, out)
+
+    monkeypatch.setattr(reglab.train, "train", killed)
+    code = main(["compare", "--data", str(mini), "--out", str(tmp_path / "s"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM
+    assert err.count("\n") == 1 and "rerun the same command" in err and "reglab" in err

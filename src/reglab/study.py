@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -242,12 +243,18 @@ def write_study(out: Path, kind: str, jobs: list[Job], seconds: float) -> None:
 
 
 def _study(args, kind: str, variants: dict[str, dict]) -> int:
+    from .train import Interrupted
+
     out = Path(args.out or f"runs/{kind}")
     atomic.check_writable_dir(out, "study folder")
     jobs = plan(args, variants, out, args.seeds)
     t0 = time.time()
     try:
         run_jobs(jobs, args.executor, args.jobs, args.address, args.gpus_per_run, args.quiet)
+    except Interrupted as e:
+        e.args = (f"interrupted by {signal.Signals(e.signum).name}; finished runs are kept and the interrupted one "
+                  f"resumes when you rerun the same command: {shlex.join(['reglab', *sys.argv[1:]])}",)
+        raise
     finally:
         write_study(out, kind, jobs, time.time() - t0)
     return render_report(out, kind)
