@@ -1,6 +1,5 @@
 """The notebook's augmentation, with tf.image semantics, per image, on whole batches."""
 import numpy as np
-import pytest
 import torch
 
 from reglab.data import augment as A

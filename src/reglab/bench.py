@@ -13,14 +13,12 @@ Measures, on the chosen device:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
