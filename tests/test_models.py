@@ -34,8 +34,8 @@ def test_keras_parity_init_and_batchnorm():
     w = convs[1].weight.detach()  # Glorot uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
     a = (6 / (9 * 32 + 9 * 32)) ** 0.5
     assert float(w.abs().max()) <= a and float(w.abs().max()) > 0.9 * a
-    plain = build_model(resolve(flag_values={"model": "regularized"}).__class__(keras_init=False))
-    assert any(isinstance(m, torch.nn.BatchNorm2d) and m.momentum == 0.1 for m in plain.modules())
+    plain = build_model(resolve({"keras_init": False, "bn_momentum": 0.1}, {"model": "regularized"}))
+    assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_single_regularizers_switch_without_new_model_code():

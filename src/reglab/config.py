@@ -59,7 +59,10 @@ class Config:
     convs_per_block: int = 2
     dense_width: int = 256
     batchnorm: bool = True
-    keras_init: bool = True  # Glorot-uniform kernels, zero biases, BN momentum 0.99 / eps 1e-3
+    keras_init: bool = True  # Glorot-uniform kernels, zero biases, BN eps 1e-3 (Keras); off: PyTorch's defaults
+    # BatchNorm running-stat update rate, PyTorch convention: Keras's momentum 0.99 is 0.01 here. With few steps
+    # per epoch (large batches) 0.01 leaves the running stats far behind the weights; the fast recipe uses 0.1.
+    bn_momentum: float = 0.01
     # regularizers: the notebook's three ...
     dropout: float = 0.25  # after each conv block's pooling
     dense_dropout: float = 0.5
@@ -115,6 +118,8 @@ class Config:
                 bad(name, getattr(self, name), "it must be >= 0")
         if not 0.0 <= self.model_ema < 1.0:
             bad("model_ema", self.model_ema, "give a decay in [0, 1), e.g. 0.999; 0 disables it")
+        if not 0.0 < self.bn_momentum <= 1.0:
+            bad("bn_momentum", self.bn_momentum, "it must be in (0, 1]; Keras's 0.99 is 0.01 here")
         if not 0.0 < self.plateau_factor < 1.0:
             bad("plateau_factor", self.plateau_factor, "it must be in (0, 1)")
         return self

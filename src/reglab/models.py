@@ -52,7 +52,7 @@ def _conv_unit(c_in: int, c_out: int, batchnorm: bool, bn_kwargs: dict) -> list[
 
 
 def build_model(cfg: Config, num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
-    bn_kwargs = dict(momentum=0.01, eps=1e-3) if cfg.keras_init else {}
+    bn_kwargs = dict(momentum=cfg.bn_momentum, eps=1e-3 if cfg.keras_init else 1e-5)
     blocks: list[tuple[str, nn.Module]] = []
     c_in = in_channels
     for b, width in enumerate(cfg.widths, start=1):
