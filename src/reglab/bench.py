@@ -27,9 +27,8 @@ from .config import resolve
 from .data import load_data
 from .data.augment import augment
 from .data.decode import decode_image
-from .data.loader import DeviceLoader, to_float
 from .models import build_model
-from .train import _autocast, device_name, make_optimizer, pick_device, software
+from .train import Trainer, _autocast, device_name, pick_device, software
 
 
 def _sync(device):
@@ -38,45 +37,28 @@ def _sync(device):
 
 
 def throughput(model_name: str, batch_size: int, data, device, steps: int, image_size: int, recipe: str) -> dict:
-    """Steady-state img/s of the real training step (augmentation included) on device-resident data."""
+    """Steady-state img/s of the real training step (Trainer.train_step) on device-resident data."""
     cfg = resolve(flag_values={"model": model_name, "batch_size": batch_size, "image_size": image_size,
                                "recipe": recipe, "device": device.type})
-    torch.manual_seed(0)
-    model = build_model(cfg, len(data.classes)).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
-    opt = make_optimizer(cfg, model, device)
-    loader = DeviceLoader(data.train.images, data.train.labels, device, batch_size)
-    gen = torch.Generator(device=device).manual_seed(0)
-    order = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="reglab-bench-") as tmp:
+        trainer = Trainer(cfg, data, Path(tmp), device, quiet=True)
+    trainer.model.train()
 
     def batches():
         while True:
-            yield from loader.epoch(order)
+            yield from trainer.train_loader.epoch(trainer.order_gen)
 
     it = batches()
-
-    def step():
-        xb, yb = next(it)
-        x = augment(cfg.augment, to_float(xb, cfg.channels_last), gen)
-        with _autocast(cfg, device):
-            loss = F.cross_entropy(step_model(x).float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    model.train()
     t0 = time.perf_counter()
-    step()  # first step: compilation / cudnn autotune
+    trainer.train_step(*next(it))  # first step: compilation / cuDNN autotuning
     _sync(device)
     first = time.perf_counter() - t0
     for _ in range(3):
-        step()
+        trainer.train_step(*next(it))
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        trainer.train_step(*next(it))
     _sync(device)
     seconds = time.perf_counter() - t0
     return {"model": model_name, "batch_size": batch_size, "img_per_s": steps * batch_size / seconds,

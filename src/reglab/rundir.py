@@ -3,7 +3,7 @@
 RUN_DIR/
   config.yaml         the fully resolved Config (config.py), as trained
   metrics.csv         one row per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds
-  summary.json        results and provenance (SUMMARY_KEYS below); `status` is "finished" or "failed"
+  summary.json        results and provenance (train.Trainer.finish); `status` is "finished" or "failed"
   curves.png          loss and accuracy, train against val
   best.safetensors    the restored best weights (on val_loss)
   last.ckpt           everything needed to resume (train.py)
@@ -28,13 +28,6 @@ import yaml
 from .errors import UserError
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-
-SUMMARY_KEYS = (
-    "status", "model", "variant", "seed", "dataset", "device", "epochs_run", "best_epoch",
-    "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-    "restored_val_loss", "restored_val_accuracy",
-    "params_trainable", "params_non_trainable", "wall_seconds", "train_images_per_second",
-)
 
 
 @dataclass

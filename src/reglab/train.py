@@ -20,6 +20,7 @@ import math
 import platform
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class _SignalFlag:
         self._old = {}
 
     def __enter__(self):
-        if threading_main():
+        if threading.current_thread() is threading.main_thread():  # signal handlers only there
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)
         return self
@@ -76,12 +77,6 @@ class _SignalFlag:
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def pick_device(name: str) -> torch.device:
@@ -229,43 +224,49 @@ class Trainer:
             self.ema.model.load_state_dict(s["ema"])
 
     # ---------------------------------------------------------------- loop
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a uint8 batch: schedule, augmentation, loss, update. Returns (loss, logits),
+        still on the device: nothing here waits for the GPU."""
+        cfg = self.cfg
+        if cfg.schedule != "plateau":
+            steps_per_epoch = len(self.train_loader)
+            self.lr = scheduled_lr(cfg.schedule, cfg.lr, self.step, cfg.epochs * steps_per_epoch,
+                                   int(cfg.warmup_epochs * steps_per_epoch))
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+        x = augment(cfg.augment, to_float(xb, cfg.channels_last), self.aug_gen)
+        if cfg.reprob > 0:
+            x = random_erasing(x, self.aug_gen, cfg.reprob)
+        with _autocast(cfg, self.device):
+            if cfg.mixup > 0 or cfg.cutmix > 0:
+                target = soft_targets(yb, self.num_classes, cfg.smoothing)
+                x, target = mix_batch(x, target, self.mix_rng, cfg.mixup, cfg.cutmix)
+                logits = self.step_model(x).float()
+                loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            else:
+                logits = self.step_model(x).float()
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss.detach(), logits.detach()
+
     def train_epoch(self, flag: _SignalFlag) -> tuple[float, float]:
-        cfg, dev = self.cfg, self.device
+        dev = self.device
         self.model.train()
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
-        total_steps = cfg.epochs * len(self.train_loader)
-        warmup = int(cfg.warmup_epochs * len(self.train_loader))
-        use_soft = cfg.mixup > 0 or cfg.cutmix > 0
         with progress(not self.quiet) as bar:
-            task = bar.add_task(f"epoch {self.epoch + 1}/{cfg.epochs}", total=len(self.train_loader), info="")
+            task = bar.add_task(f"epoch {self.epoch + 1}/{self.cfg.epochs}", total=len(self.train_loader), info="")
             for xb, yb in self.train_loader.epoch(self.order_gen):
                 if flag.signum:
                     raise Interrupted(flag.signum, self.epoch, self.out)
-                if cfg.schedule != "plateau":
-                    self.lr = scheduled_lr(cfg.schedule, cfg.lr, self.step, total_steps, warmup)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = self.lr
-                x = augment(cfg.augment, to_float(xb, cfg.channels_last), self.aug_gen)
-                if cfg.reprob > 0:
-                    x = random_erasing(x, self.aug_gen, cfg.reprob)
-                with _autocast(cfg, dev):
-                    if use_soft:
-                        target = soft_targets(yb, self.num_classes, cfg.smoothing)
-                        x, target = mix_batch(x, target, self.mix_rng, cfg.mixup, cfg.cutmix)
-                        logits = self.step_model(x).float()
-                        loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
-                    else:
-                        logits = self.step_model(x).float()
-                        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.smoothing)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                if self.ema:
-                    self.ema.update(self.model)
-                loss_sum += loss.detach() * yb.shape[0]
-                correct += (logits.detach().argmax(1) == yb).sum()
-                self.step += 1
+                loss, logits = self.train_step(xb, yb)
+                loss_sum += loss * yb.shape[0]
+                correct += (logits.argmax(1) == yb).sum()
                 bar.advance(task)
         n = self.train_loader.num_images
         return loss_sum.item() / n, correct.item() / n

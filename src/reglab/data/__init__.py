@@ -58,11 +58,9 @@ def resolve_root(spec: str, show_progress: bool = True) -> tuple[str, Path]:
 def load_data(spec: str, image_size: int, on_bad_image: str = "error", show_progress: bool = True,
               workers: int | None = None, cache_dir: Path | None = None) -> Data:
     name, root = resolve_root(spec, show_progress)
-    train_files, val_files, unreadable = scan(root)
-    bad_train = [u for u in unreadable if u[0].startswith(str(root / "train"))]
-    bad_val = [u for u in unreadable if u not in bad_train]
-    train = decode_split(train_files, image_size, on_bad_image, workers, cache_dir, show_progress, bad_train)
-    val = decode_split(val_files, image_size, on_bad_image, workers, cache_dir, show_progress, bad_val)
+    train_files, val_files, _ = scan(root)
+    train = decode_split(train_files, image_size, on_bad_image, workers, cache_dir, show_progress)
+    val = decode_split(val_files, image_size, on_bad_image, workers, cache_dir, show_progress)
     if len(train.labels) == 0 or len(val.labels) == 0:
         raise UserError(f"no usable images in {show(root)}; check the data folder")
     return Data(name=name, root=root, classes=train_files.classes, train=train, val=val)

@@ -135,10 +135,10 @@ def _load_entry(folder: Path, split: SplitFiles, size: int) -> DecodedSplit | No
 
 def decode_split(
     split: SplitFiles, size: int, on_bad_image: str = "error", workers: int | None = None,
-    root: Path | None = None, show_progress: bool = True, unreadable: list[tuple[str, str]] = (),
+    root: Path | None = None, show_progress: bool = True,
 ) -> DecodedSplit:
     """Decoded images of one split: from the cache when valid, else decoded in parallel and cached."""
-    unreadable = list(unreadable)
+    unreadable = list(split.unreadable)
     if unreadable and on_bad_image == "error":
         raise BadImageError(show(unreadable[0][0]), unreadable[0][1])
     folder = (root or cache_root()) / "decoded" / cache_key(split, size)

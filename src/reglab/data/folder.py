@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -45,6 +45,7 @@ class SplitFiles:
     name: str
     classes: list[str]
     files: list[FileEntry]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not even stat-able
 
 
 def _visible(name: str) -> bool:
@@ -117,10 +118,10 @@ def scan(root: str | os.PathLike) -> tuple[SplitFiles, SplitFiles, list[tuple[st
             parts.append(f"only in val: {', '.join(map(show, only_val))}")
         raise UserError(f"classes differ between train and val in {show(root)} ({'; '.join(parts)}); make the class folders match")
 
-    unreadable: list[tuple[str, str]] = []
     splits = []
     for split in SPLITS:
         files: list[FileEntry] = []
+        unreadable: list[tuple[str, str]] = []
         for label, cls in enumerate(train_classes):
             found = _files_in(root / split / cls, exts)
             if not found:
@@ -132,5 +133,6 @@ def scan(root: str | os.PathLike) -> tuple[SplitFiles, SplitFiles, list[tuple[st
                     unreadable.append((path, st.strerror or str(st)))
                 else:
                     files.append(FileEntry(path=os.path.abspath(path), label=label, size=st.st_size, mtime_ns=st.st_mtime_ns))
-        splits.append(SplitFiles(name=split, classes=train_classes, files=files))
-    return splits[0], splits[1], unreadable
+        splits.append(SplitFiles(name=split, classes=train_classes, files=files, unreadable=unreadable))
+    train, val = splits
+    return train, val, train.unreadable + val.unreadable
