@@ -11,10 +11,11 @@ def test_bench_runs_end_to_end_and_writes_json(mini, tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["images"] == 180
-    assert {(r["model"], r["batch_size"]) for r in result["throughput"]} == {
-        ("basic", 16), ("basic", 512), ("regularized", 16), ("regularized", 512)}
+    assert {(r["model"], r["batch_size"], r["precision"]) for r in result["throughput"]} == {
+        (m, b, p) for m in ("basic", "regularized") for b in (16, 512) for p in ("fp32", "bf16")}
+    assert len(result["bf16_over_fp32"]) == 4 and all(r["ratio"] > 0 for r in result["bf16_over_fp32"])
     assert all(r["img_per_s"] > 0 for r in result["throughput"])
     assert result["naive"]["images"] == 32 and result["speedup_vs_naive"] > 0
     assert result["experiment"]["basic"]["epochs_run"] == 1 and result["experiment"]["total_seconds"] > 0
-    assert "software" in result and "torch" in result["software"]
+    assert "torch" in result["provenance"]["software"] and result["naive"]["precision"] in ("fp32", "bf16")
     assert "speed-up over naive" in capsys.readouterr().out

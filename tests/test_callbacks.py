@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from reglab.callbacks import EarlyStopping, ReduceLROnPlateau, scheduled_lr
+from reglab.callbacks import EarlyStopping, ReduceLROnPlateau, step_schedule
 
 
 def test_early_stopping_patience_and_best_epoch():
@@ -53,8 +53,31 @@ def test_plateau_respects_min_lr():
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
-def test_step_schedules_warm_up_then_decay_to_zero(schedule):
-    lrs = [scheduled_lr(schedule, 1.0, s, 100, 10) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
-    assert lrs[-1] < 0.02 and math.isclose(scheduled_lr("constant", 0.3, 50, 100, 10), 0.3)
+def hand_written_lr(schedule: str, base_lr: float, step: int, total_steps: int, warmup_steps: int) -> float:
+    """reglab's own step schedules before they moved to torch.optim.lr_scheduler (kept as the reference)."""
+    if schedule == "constant":
+        return base_lr
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(max((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0), 1.0)
+    if schedule == "onecycle":
+        return base_lr * (1.0 - progress)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+@pytest.mark.parametrize("total,warmup", [(100, 10), (50, 0), (7, 2), (3, 3), (296, 1)])
+def test_torch_schedules_give_the_hand_written_learning_rates(schedule, total, warmup):
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=0.002)
+    sched = step_schedule(opt, schedule, total, warmup)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [hand_written_lr(schedule, 0.002, s, total, warmup) for s in range(total)]
+    assert lrs == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert max(lrs) == pytest.approx(0.002) and step_schedule(opt, "plateau", total, warmup) is None

@@ -60,7 +60,7 @@ def templates(tmp_path_factory):
         for model in ("basic", "regularized"):
             out = base / model
             rc = main(["train", "--data", str(data), "--out", str(out), "--model", model, "--image-size", "32",
-                       "--epochs", "1", "--quiet"])
+                       "--epochs", "1", "--quiet", "--keep-last"])
             assert rc == 0
             runs[model] = out
     return runs

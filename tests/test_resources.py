@@ -338,7 +338,7 @@ def test_non_finite_lr_flag_is_refused(data, tmp_path, capfd):
 # ------------------------------------------------------------------------------------ CUDA out of memory
 def test_cuda_oom_during_training_is_one_line(data, tmp_path, capfd, monkeypatch):
     """Simulated (the allocator's exception raised from a training step), so it runs without a GPU."""
-    def oom(self, flag):
+    def oom(self):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(reglab.train.Trainer, "train_epoch", oom)

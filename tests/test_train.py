@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from reglab.cli import main
 from reglab.data import load_data
 
-RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "curves.png", "best.safetensors", "last.ckpt",
-             "predictions.npz", "samples.npz"]
+RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "curves.png", "best.safetensors", "predictions.npz",
+             "samples.npz", "train.log"]
 
 
 def train_args(mini, out, *extra):
@@ -32,6 +32,7 @@ def test_train_writes_every_file_of_the_run_folder(mini, tmp_path, capsys):
     assert "Epoch 1/2" in printed and "val_accuracy" in printed
     for name in RUN_FILES:
         assert (out / name).stat().st_size > 0, name
+    assert not (out / "last.ckpt").exists()  # a finished run keeps its weights, not the optimizer state
     summary = json.loads((out / "summary.json").read_text())
     for key in ["model", "seed", "dataset", "device", "epochs_run", "best_epoch", "train_loss", "train_accuracy",
                 "val_loss", "val_accuracy", "restored_val_loss", "restored_val_accuracy", "params_trainable",
@@ -41,7 +42,9 @@ def test_train_writes_every_file_of_the_run_folder(mini, tmp_path, capsys):
     assert summary["dataset"]["train_size"] == 120 and summary["dataset"]["val_size"] == 60
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "select_loss",
+                             "select_accuracy", "lr", "seconds"]
+    assert rows[0]["select_loss"] == "" and rows[0]["val_loss"] != ""  # no selection split: val/ chooses
     assert float(rows[-1]["val_accuracy"]) == pytest.approx(summary["val_accuracy"])
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["image_size"] == 32 and cfg["augment"] == "seed" and cfg["batch_size"] == 16 and cfg["adam_eps"] == 1e-7
@@ -126,7 +129,8 @@ def _metric_rows(path: Path):
 
 def test_kill_and_resume_gives_the_same_run(mini, tmp_path):
     """SIGTERM mid-run, then --resume: the same metrics and final weights as an uninterrupted run."""
-    common = ["--data", str(mini), "--image-size", "64", "--epochs", "6", "--device", "cpu", "--patience", "0"]
+    common = ["--data", str(mini), "--image-size", "64", "--epochs", "6", "--device", "cpu", "--patience", "0",
+              "--keep-last"]
     full = _cli("train", *common, "--out", str(tmp_path / "full"))
     assert full.wait(timeout=300) == 0, full.stderr.read()
 
@@ -143,7 +147,7 @@ def test_kill_and_resume_gives_the_same_run(mini, tmp_path):
     assert code == 128 + signal.SIGTERM, err
     assert "reglab train --resume" in err and err.count("\n") == 1
     done = len(_metric_rows(out / "metrics.csv"))
-    assert 2 <= done < 6 and not (out / "summary.json").exists()
+    assert 2 <= done < 6 and json.loads((out / "summary.json").read_text())["status"] == "interrupted"
 
     resumed = _cli("train", "--resume", str(out))
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
@@ -177,23 +181,34 @@ def test_bad_inputs_give_one_line_and_exit_2(mini, tmp_path, capsys):
         assert err.startswith("reglab: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
 
 
-def test_model_ema_moves_by_one_minus_decay_and_copies_counters():
-    from reglab.config import resolve
-    from reglab.models import build_model
-    from reglab.train import EMA
+def test_torch_averaged_model_ema_equals_the_hand_written_one():
+    """The EMA moved to torch.optim.swa_utils.AveragedModel; after N real optimizer steps its weights and
+    BatchNorm statistics equal the hand-written lerp it replaced."""
+    import copy
 
-    net = build_model(resolve(flag_values={"model": "regularized", "image_size": 32}))
-    ema = EMA(net, decay=0.9)
-    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(1.0)
-    net.head.bn.num_batches_tracked.fill_(5)
-    ema.update(net)
-    after = ema.model.state_dict()
-    w = "head.dense2.weight"
-    assert torch.allclose(after[w], before[w] + 0.1, atol=1e-6)  # moved 10% of the way
-    assert int(after["head.bn.num_batches_tracked"]) == 5
+    from reglab.config import Config
+    from reglab.models import build_model
+    from reglab.train import make_ema
+
+    torch.manual_seed(0)
+    net = build_model(Config(model="regularized", image_size=32))
+    decay = 0.9
+    ours = {k: v.clone() for k, v in net.state_dict().items()}  # the hand-written EMA's state, by hand
+    ema = make_ema(net, decay)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(5):
+        loss = net(torch.rand(8, 3, 32, 32)).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update_parameters(net)
+        for k, v in net.state_dict().items():
+            ours[k] = ours[k].lerp(v, 1 - decay) if v.dtype.is_floating_point else v.clone()
+    got = ema.module.state_dict()
+    for k, v in ours.items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(got[k], v, rtol=1e-5, atol=1e-6), k
+    assert not torch.allclose(got["head.dense2.weight"], net.state_dict()["head.dense2.weight"])
 
 
 def test_step_schedule_logs_the_lr_actually_used(mini, tmp_path):

@@ -78,7 +78,8 @@ def _os_error_to_user(e: OSError, path: Path) -> UserError:
     return UserError(f"cannot write {path}: {e.strerror or e}")
 
 
-def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+def check_writable_dir(path: str | os.PathLike, what: str = "output directory",
+                       hint: str = "choose another directory") -> Path:
     """Create `path` if needed and prove it is writable, or raise one clear UserError."""
     path = Path(path)
     try:
@@ -88,6 +89,18 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory") 
         os.unlink(tmp)
     except OSError as e:
         raise UserError(
-            f"{what} {path} is not writable ({e.strerror or e}); choose another directory"
+            f"{what} {path} is not writable ({e.strerror or e}); {hint}"
         ) from None
     return path
+
+
+def check_can_create(path: str | os.PathLike, what: str = "output folder") -> None:
+    """Without creating anything: could `path` be created (or written, if it is a folder) by this process?"""
+    path = Path(path).absolute()
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {path} cannot be created: {ancestor} is a file, not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} is not writable ({ancestor}: permission denied); choose another folder")

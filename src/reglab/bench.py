@@ -2,8 +2,9 @@
 
 Measures, on the chosen device:
   - decode-and-cache of the dataset (cold: an empty cache directory) and the warm cache load;
-  - steady-state training throughput (img/s) of basic and regularized at batch 16 and 512, after warm-up
-    (compilation time, when --compile is on, is reported separately);
+  - steady-state training throughput (img/s) of basic and regularized at batch 16 and 512, after warm-up,
+    in fp32 and in bf16 autocast (every measurement says its precision; bf16 is emulated, and slow, on CPUs
+    without AMX or AVX-512 BF16);
   - the wall time of the notebook's whole experiment (compare: both models, seed recipe, early stopping),
     excluding the one-time decode;
   - a naive baseline in the same run: a Dataset that opens and decodes every image with Pillow on every
@@ -14,7 +15,6 @@ Measures, on the chosen device:
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from . import atomic
-from .config import resolve
+from .config import Config
 from .data import load_data
 from .data.augment import augment
 from .data.decode import decode_image
+from .device import autocast, pick_device, pick_precision
 from .models import build_model
-from .train import Trainer, _autocast, device_name, pick_device, software
+from .progress import echo
+from .provenance import environment, utc_now
+from .train import Trainer
 
 
 def _sync(device):
@@ -36,10 +39,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def throughput(model_name: str, batch_size: int, data, device, steps: int, image_size: int, recipe: str) -> dict:
+def throughput(model_name: str, batch_size: int, data, device, steps: int, image_size: int, recipe: str,
+               precision: str) -> dict:
     """Steady-state img/s of the real training step (Trainer.train_step) on device-resident data."""
-    cfg = resolve(flag_values={"model": model_name, "batch_size": batch_size, "image_size": image_size,
-                               "recipe": recipe, "device": device.type})
+    cfg = Config(model=model_name, batch_size=batch_size, image_size=image_size, recipe=recipe,
+                 device=str(device), precision=precision)
     with tempfile.TemporaryDirectory(prefix="reglab-bench-") as tmp:
         trainer = Trainer(cfg, data, Path(tmp), device, quiet=True)
     trainer.model.train()
@@ -61,8 +65,8 @@ def throughput(model_name: str, batch_size: int, data, device, steps: int, image
         trainer.train_step(*next(it))
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"model": model_name, "batch_size": batch_size, "img_per_s": steps * batch_size / seconds,
-            "first_step_s": first, "compile": cfg.compile}
+    return {"model": model_name, "batch_size": batch_size, "precision": trainer.precision,
+            "img_per_s": steps * batch_size / seconds, "first_step_s": first, "compile": cfg.compile}
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -80,8 +84,9 @@ class NaiveDataset(torch.utils.data.Dataset):
         return augment(self.augment_name, img[None], g)[0], int(self.labels[i])
 
 
-def naive_epoch(model_name: str, batch_size: int, data, device, image_size: int, max_batches: int | None) -> dict:
-    cfg = resolve(flag_values={"model": model_name, "batch_size": batch_size, "image_size": image_size})
+def naive_epoch(model_name: str, batch_size: int, data, device, image_size: int, max_batches: int | None,
+                precision: str) -> dict:
+    cfg = Config(model=model_name, batch_size=batch_size, image_size=image_size)
     torch.manual_seed(0)
     model = build_model(cfg, len(data.classes)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
@@ -96,7 +101,7 @@ def naive_epoch(model_name: str, batch_size: int, data, device, image_size: int,
         if max_batches is not None and i >= max_batches:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(cfg, device):
+        with autocast(precision, device):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,8 +109,8 @@ def naive_epoch(model_name: str, batch_size: int, data, device, image_size: int,
         images += x.shape[0]
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"model": model_name, "batch_size": batch_size, "img_per_s": images / seconds, "images": images,
-            "seconds": seconds, "workers": workers}
+    return {"model": model_name, "batch_size": batch_size, "precision": precision, "img_per_s": images / seconds,
+            "images": images, "seconds": seconds, "workers": workers}
 
 
 def whole_experiment(data_spec: str, device, image_size: int, epochs: int, recipe: str, data) -> dict:
@@ -116,8 +121,8 @@ def whole_experiment(data_spec: str, device, image_size: int, epochs: int, recip
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reglab-bench-") as tmp:
         for model_name in ("basic", "regularized"):
-            cfg = resolve(flag_values={"model": model_name, "data": data_spec, "image_size": image_size,
-                                       "epochs": epochs, "recipe": recipe, "device": device.type})
+            cfg = Config(model=model_name, data=data_spec, image_size=image_size, epochs=epochs, recipe=recipe,
+                         device=str(device))
             s = train(cfg, Path(tmp) / model_name, data=data, quiet=True)
             results[model_name] = {k: s[k] for k in ("epochs_run", "best_epoch", "restored_val_accuracy",
                                                        "val_accuracy", "wall_seconds", "train_images_per_second")}
@@ -125,27 +130,22 @@ def whole_experiment(data_spec: str, device, image_size: int, epochs: int, recip
     return results
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"reglab bench on {result['device_name']} ({result['data']}, {result['image_size']}px)")
+    t = Table(title=f"reglab bench on {result['provenance']['device_name']} ({result['data']}, {result['image_size']}px)")
     t.add_column("measurement")
     t.add_column("value", justify="right")
     t.add_row("decode + cache, cold", f"{result['decode_cold_s']:.2f} s ({result['images']} images)")
     t.add_row("cache load, warm", f"{result['cache_warm_s']:.2f} s")
     for r in result["throughput"]:
-        t.add_row(f"train {r['model']}, batch {r['batch_size']}", f"{r['img_per_s']:,.0f} img/s")
-    t.add_row("naive pipeline, regularized, batch 16", f"{result['naive']['img_per_s']:,.0f} img/s")
-    t.add_row("speed-up over naive (batch 16)", f"{result['speedup_vs_naive']:.2f}x")
+        t.add_row(f"train {r['model']}, batch {r['batch_size']}, {r['precision']}", f"{r['img_per_s']:,.1f} img/s")
+    for r in result["bf16_over_fp32"]:
+        t.add_row(f"bf16 / fp32, {r['model']}, batch {r['batch_size']}", f"{r['ratio']:.2f}x")
+    n = result["naive"]
+    t.add_row(f"naive pipeline, regularized, batch 16, {n['precision']}", f"{n['img_per_s']:,.1f} img/s")
+    t.add_row("speed-up over naive (batch 16, same precision)", f"{result['speedup_vs_naive']:.2f}x")
     if "experiment" in result:
         t.add_row("whole experiment (decode excluded)", f"{result['experiment']['total_seconds']:.1f} s")
     Console().print(t)
@@ -154,8 +154,10 @@ def print_table(result: dict) -> None:
 def main(args) -> int:
     device = pick_device(args.device)
     size = args.image_size
-    result = {"device": device.type, "device_name": device_name(device), "software": software(),
-              "commit": git_commit(), "date": time.strftime("%Y-%m-%d"), "data": args.data, "image_size": size}
+    quiet = getattr(args, "quiet", False)
+    chosen = pick_precision("auto", device)
+    result = {"device": device.type, "data": args.data, "image_size": size, "date": time.strftime("%Y-%m-%d"),
+              "provenance": {"started": utc_now(), **environment(device, chosen)}}
 
     with tempfile.TemporaryDirectory(prefix="reglab-bench-cache-") as cold_cache:
         t0 = time.perf_counter()
@@ -166,31 +168,38 @@ def main(args) -> int:
         warm = time.perf_counter() - t0
     result["decode_cold_s"], result["cache_warm_s"] = cold, warm
     result["images"] = int(len(data.train.labels) + len(data.val.labels))
-    print(f"decode+cache (cold): {cold:.2f}s for {result['images']} images; warm load: {warm:.2f}s", flush=True)
+    echo(f"decode+cache (cold): {cold:.2f}s for {result['images']} images; warm load: {warm:.2f}s", quiet)
 
-    result["throughput"] = []
+    result["throughput"], result["bf16_over_fp32"] = [], []
     for model_name in ("basic", "regularized"):
         for bs in (16, 512):
-            r = throughput(model_name, bs, data, device, args.steps, size, args.recipe)
-            result["throughput"].append(r)
-            print(f"throughput {model_name:12s} batch {bs:4d}: {r['img_per_s']:9.1f} img/s "
-                  f"(first step {r['first_step_s']:.2f}s)", flush=True)
+            pair = {}
+            for precision in ("fp32", "bf16"):
+                r = throughput(model_name, bs, data, device, args.steps, size, args.recipe, precision)
+                result["throughput"].append(r)
+                pair[precision] = r["img_per_s"]
+                echo(f"throughput {model_name:12s} batch {bs:4d} {precision}: {r['img_per_s']:9.1f} img/s "
+                     f"(first step {r['first_step_s']:.2f}s)", quiet)
+            result["bf16_over_fp32"].append({"model": model_name, "batch_size": bs,
+                                             "ratio": pair["bf16"] / pair["fp32"]})
 
-    result["naive"] = naive_epoch("regularized", 16, data, device, size, args.naive_batches or None)
-    fast16 = next(r for r in result["throughput"] if r["model"] == "regularized" and r["batch_size"] == 16)
+    result["naive"] = naive_epoch("regularized", 16, data, device, size, args.naive_batches or None, chosen)
+    fast16 = next(r for r in result["throughput"]
+                  if (r["model"], r["batch_size"], r["precision"]) == ("regularized", 16, chosen))
     result["speedup_vs_naive"] = fast16["img_per_s"] / result["naive"]["img_per_s"]
-    print(f"naive pipeline regularized batch 16: {result['naive']['img_per_s']:.1f} img/s "
-          f"({result['naive']['workers']} workers); reglab is {result['speedup_vs_naive']:.2f}x faster", flush=True)
+    echo(f"naive pipeline regularized batch 16 ({chosen}): {result['naive']['img_per_s']:.1f} img/s "
+         f"({result['naive']['workers']} workers); reglab is {result['speedup_vs_naive']:.2f}x faster", quiet)
 
     if not args.skip_experiment:
         result["experiment"] = whole_experiment(args.data, device, size, args.epochs, args.recipe, data)
         e = result["experiment"]
-        print(f"whole experiment (basic + regularized, {args.recipe} recipe): {e['total_seconds']:.1f}s; "
-              f"basic {e['basic']['restored_val_accuracy']:.4f} in {e['basic']['epochs_run']} epochs, "
-              f"regularized {e['regularized']['restored_val_accuracy']:.4f} in {e['regularized']['epochs_run']} epochs",
-              flush=True)
-    print_table(result)
+        echo(f"whole experiment (basic + regularized, {args.recipe} recipe, {chosen}): {e['total_seconds']:.1f}s; "
+             f"basic {e['basic']['restored_val_accuracy']:.4f} in {e['basic']['epochs_run']} epochs, "
+             f"regularized {e['regularized']['restored_val_accuracy']:.4f} in {e['regularized']['epochs_run']} "
+             "epochs", quiet)
+    if not quiet:
+        print_table(result)
     if args.json:
         atomic.write_json(args.json, result)
-        print(f"wrote {args.json}")
+        echo(f"wrote {args.json}", quiet)
     return 0

@@ -1,12 +1,17 @@
-"""The notebook's Keras callbacks, with Keras's exact semantics, as small state machines.
+"""How the learning rate and the stopping are decided.
 
-Their state is plain numbers so a checkpoint can hold it and a resumed run continues exactly.
+The notebook's Keras callbacks stay hand-written, on purpose: their exact Keras semantics (strictly lower is
+better, absolute min_delta, patience counting) are the point, and their state is plain numbers so a checkpoint
+holds it and a resumed run continues exactly. The per-step schedules of the fast recipe are torch's own.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 
 @dataclass
@@ -64,17 +69,21 @@ class ReduceLROnPlateau:
         return asdict(self)
 
 
-def scheduled_lr(schedule: str, base_lr: float, step: int, total_steps: int, warmup_steps: int) -> float:
-    """Per-step learning rate for the step-based schedules (onecycle: linear warm-up then linear decay to 0;
-    cosine: linear warm-up then cosine decay to 0; constant)."""
-    if schedule == "constant":
-        return base_lr
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    progress = min(max(progress, 0.0), 1.0)
+def step_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_steps: int):
+    """The per-step schedules, from torch.optim.lr_scheduler (stepped after every optimizer step): linear
+    warm-up from lr/warmup_steps to lr, then onecycle: linear decay to 0; cosine: cosine decay to 0.
+    None for `plateau` (ReduceLROnPlateau above, per epoch) and `constant`."""
+    if schedule in ("plateau", "constant"):
+        return None
+    decay_steps = max(total_steps - warmup_steps, 1)
     if schedule == "onecycle":
-        return base_lr * (1.0 - progress)
-    if schedule == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(schedule)
+        decay = LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=decay_steps)
+    elif schedule == "cosine":
+        decay = CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=0.0)
+    else:
+        raise ValueError(schedule)
+    if warmup_steps <= 0:
+        return decay
+    warmup = LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0,
+                      total_iters=max(warmup_steps - 1, 1))
+    return SequentialLR(optimizer, [warmup, decay], milestones=[warmup_steps])

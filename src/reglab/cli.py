@@ -1,21 +1,32 @@
-"""The `reglab` command: train, compare, ablate, report, summary, bench.
+"""The `reglab` command: train, compare, ablate, report, summary, predict, export, bench.
 
-Flags use the names timm users know (--smoothing --mixup --cutmix --reprob --weight-decay --model-ema).
-Every flag left unset falls back to --config FILE.yaml, then the recipe, then the model preset.
-A UserError becomes one line on stderr and exit code 2.
+The CLI only parses: it turns flags into a config (or explicit settings) and plain arguments and calls the
+Python API below it (reglab.train, reglab.study, ...). Flags use the names timm users know (--smoothing
+--mixup --cutmix --reprob --weight-decay --model-ema); prefixes of flags are never guessed. Every flag left
+unset falls back to --config FILE.yaml, then the recipe, then the model preset. A UserError becomes one line
+on stderr and exit code 2; a signal, one line and exit code 128 + its number.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 from pathlib import Path
 
 from . import __version__
-from .config import AUGMENTS, DEVICES, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, resolve
+from .config import AUGMENTS, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, resolve
 from .errors import UserError
 
-# flag -> Config field, for every option a user may set on the command line
+EXAMPLES = """examples:
+  reglab compare --data imagenette2-160 --seeds 5 --out runs/compare     the notebook's experiment, 5 seeds
+  reglab ablate --seeds 5 --variants full,no-dropout,mixup=0.4 --out runs/ablate
+  reglab predict runs/compare/regularized/seed-42 photos/ --out predictions.csv
+
+'reglab COMMAND --help' lists a command's flags with their defaults."""
+
+# flag dest -> Config field, for every option a user may set on the command line
 CONFIG_FLAGS = {
     "model": "model", "recipe": "recipe", "data": "data", "image_size": "image_size", "epochs": "epochs",
     "batch_size": "batch_size", "seed": "seed", "device": "device", "augment": "augment", "lr": "lr",
@@ -25,8 +36,11 @@ CONFIG_FLAGS = {
     "batchnorm": "batchnorm", "dropout": "dropout", "dense_dropout": "dense_dropout",
     "spatial_dropout": "spatial_dropout", "drop_path": "drop_path", "on_bad_image": "on_bad_image",
     "precision": "precision", "compile": "compile", "eval_batch_size": "eval_batch_size",
-    "channels_last": "channels_last",
+    "channels_last": "channels_last", "selection_split": "selection_split", "keep_last": "keep_last",
 }
+
+
+# ------------------------------------------------------------------------------------------ value types
 
 
 def _positive_int(text: str) -> int:
@@ -39,111 +53,232 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be from 0 to {MAX_SEED}, got {text!r}")
+    return v
+
+
+def _seeds(text: str) -> int | list[int]:
+    """'5' -> 5 seeds from --seed; '1,2,7' -> exactly those."""
+    if "," not in text:
+        return _positive_int(text)
+    seeds = [_seed(part.strip()) for part in text.split(",") if part.strip()]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds repeat in {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return seeds
+
+
 def _rate(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
     return v
 
 
-def add_config_flags(p: argparse.ArgumentParser, with_model: bool = True, with_seed: bool = True):
-    g = p.add_argument_group("run configuration (unset flags come from --config, the recipe, the model preset)")
-    g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (see config.yaml in any run folder)")
+# ------------------------------------------------------------------------------------------ flag groups
+
+
+def add_model_flags(p: argparse.ArgumentParser, with_config: bool = True) -> None:
+    """What shapes the network (shared by train, compare, ablate and summary)."""
+    g = p.add_argument_group("model (unset: the --model preset's value)")
+    if with_config:
+        g.add_argument("--config", metavar="FILE.yaml",
+                       help="YAML file of config keys, e.g. a run folder's config.yaml; flags override it")
+    g.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size in pixels (default 160)")
+    g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm after every conv and the dense layer (regularized: on; basic, none: off)")
+    g.add_argument("--dropout", type=_rate, metavar="P",
+                   help="dropout after each conv block (regularized: 0.25; basic, none: 0)")
+    g.add_argument("--dense-dropout", type=_rate, metavar="P",
+                   help="dropout after the dense layer (regularized: 0.5; basic, none: 0)")
+    g.add_argument("--spatial-dropout", action=argparse.BooleanOptionalAction, default=None,
+                   help="conv-block dropout drops whole channels (default off)")
+    g.add_argument("--drop-path", type=_rate, metavar="P", help="stochastic depth for each block's second conv "
+                   "(default 0)")
+
+
+def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: str) -> None:
+    g = p.add_argument_group("data and run")
     if with_model:
         g.add_argument("--model", choices=list(MODEL_PRESETS), help="model preset (default regularized)")
     g.add_argument("--recipe", help="training recipe: seed (the notebook's, default) or fast")
-    g.add_argument("--data", help="ImageFolder directory or dataset name (default imagenette2-160)")
-    g.add_argument("--image-size", type=_positive_int, help="input size in pixels (default 160)")
+    g.add_argument("--data", help="ImageFolder directory (train/<class>/*, val/<class>/*) or a dataset name "
+                   "(default imagenette2-160)")
     g.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 50)")
     g.add_argument("--batch-size", type=_positive_int, help="training batch size (default 16)")
-    if with_seed:
-        g.add_argument("--seed", type=int, help="random seed (default 42)")
-    g.add_argument("--device", choices=DEVICES, help="auto (default), cpu or cuda")
-    g.add_argument("--on-bad-image", choices=["error", "skip"], help="undecodable images: error (default) or skip")
+    g.add_argument("--seed", type=_seed, help=seed_help)
+    g.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    g.add_argument("--on-bad-image", choices=["error", "skip"],
+                   help="an undecodable image: error (default) or skip it and list it")
+    g.add_argument("--selection-split", type=_rate, metavar="F", help="hold out this stratified fraction of the "
+                   "training images to choose the epoch (early stopping, LR, checkpoint); val/ is then only the "
+                   "test set (default 0: val/ chooses and judges, as the notebook does)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=OPTIMIZERS)
-    o.add_argument("--lr", type=_rate)
-    o.add_argument("--schedule", choices=SCHEDULES)
-    o.add_argument("--warmup-epochs", type=_rate)
-    o.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 disables)")
-    r = p.add_argument_group("regularizers")
-    r.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
-    r.add_argument("--dropout", type=_rate, help="dropout after each conv block (notebook: 0.25)")
-    r.add_argument("--dense-dropout", type=_rate, help="dropout after the dense layer (notebook: 0.5)")
-    r.add_argument("--spatial-dropout", action=argparse.BooleanOptionalAction, default=None,
-                   help="conv-block dropout drops whole channels")
-    r.add_argument("--drop-path", type=_rate, help="stochastic depth rate for each block's extra convs")
-    r.add_argument("--augment", choices=AUGMENTS, help="seed (the notebook's), none, flip, rrc")
-    r.add_argument("--weight-decay", type=_rate, help="decoupled weight decay (AdamW)")
-    r.add_argument("--smoothing", type=_rate, help="label smoothing")
-    r.add_argument("--mixup", type=_rate, metavar="ALPHA", help="mixup Beta(alpha, alpha)")
-    r.add_argument("--cutmix", type=_rate, metavar="ALPHA", help="cutmix Beta(alpha, alpha)")
-    r.add_argument("--reprob", type=_rate, help="random erasing probability")
-    r.add_argument("--model-ema", type=_rate, metavar="DECAY", help="evaluate an EMA of the weights")
-    s = p.add_argument_group("speed")
-    s.add_argument("--precision", choices=PRECISIONS)
-    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
-    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    s.add_argument("--eval-batch-size", type=_positive_int)
+    o.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam (the notebook's)")
+    o.add_argument("--lr", type=_rate, help="learning rate (default 0.001)")
+    o.add_argument("--schedule", choices=SCHEDULES, help="default plateau (halve after 3 epochs without "
+                   "improvement)")
+    o.add_argument("--warmup-epochs", type=_rate, help="linear warm-up of onecycle/cosine (default 0)")
+    o.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 7; 0 disables)")
+    r = p.add_argument_group("regularizers (default: the --model preset's; beyond-notebook ones off)")
+    r.add_argument("--augment", choices=AUGMENTS, help="seed (the notebook's: regularized), none (basic), flip, rrc")
+    r.add_argument("--weight-decay", type=_rate, help="decoupled weight decay (AdamW) (default 0)")
+    r.add_argument("--smoothing", type=_rate, help="label smoothing (default 0)")
+    r.add_argument("--mixup", type=_rate, metavar="ALPHA", help="mixup Beta(alpha, alpha) (default 0: off)")
+    r.add_argument("--cutmix", type=_rate, metavar="ALPHA", help="CutMix Beta(alpha, alpha) (default 0: off)")
+    r.add_argument("--reprob", type=_rate, help="random erasing probability (default 0)")
+    r.add_argument("--model-ema", type=_rate, metavar="DECAY", help="evaluate an EMA of the weights (default 0: off)")
+    s = p.add_argument_group("speed and storage (never change what is computed beyond float rounding)")
+    s.add_argument("--precision", choices=PRECISIONS, help="auto (default: bf16 where the hardware runs it "
+                   "natively, else fp32), fp32 or bf16")
+    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default off)")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory layout (default on)")
+    s.add_argument("--eval-batch-size", type=_positive_int, help="evaluation batch size (default 500)")
+    s.add_argument("--keep-last", action="store_true", default=None, help="keep last.ckpt (weights and optimizer "
+                   "state) after the run finishes, so it can be extended with --resume --epochs N")
 
 
-def config_from_args(args, **overrides):
-    file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
-    flags = {field: getattr(args, flag, None) for flag, field in CONFIG_FLAGS.items()}
-    flags.update(overrides)
-    return resolve(file_values, flags)
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    g.add_argument("-v", "--verbose", action="store_true", help="also print Keras's per-epoch checkpoint messages")
+
+
+# ------------------------------------------------------------------------------------------ args -> API
+
+
+def explicit_settings(args) -> dict:
+    """The config values the user set: --config FILE.yaml, then flags on top (None: not set)."""
+    settings = load_config_file(args.config) if getattr(args, "config", None) else {}
+    settings.update({field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items()
+                     if getattr(args, flag, None) is not None})
+    return settings
+
+
+def seeds_from(args) -> list[int]:
+    base = args.seed if args.seed is not None else 42
+    if isinstance(args.seeds, list):
+        if args.seed is not None:
+            raise UserError("--seed is the first of N seeds (--seeds N); with a list (--seeds 1,2,7) leave it out")
+        return args.seeds
+    seeds = list(range(base, base + args.seeds))
+    if seeds[-1] > MAX_SEED:
+        raise UserError(f"--seed {base} --seeds {args.seeds} goes past the largest seed {MAX_SEED}; choose a smaller "
+                        "--seed")
+    return seeds
 
 
 def cmd_train(args) -> int:
     from .train import train
 
     if args.resume:
-        summary = train(None, args.resume, resume=True, quiet=args.quiet)
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise UserError("--resume RUN_DIR continues that folder; leave out --out (or give the same folder)")
+        if args.overwrite:
+            raise UserError("--resume and --overwrite contradict each other; choose one")
+        changes = explicit_settings(args)
+        if "data" in changes:
+            changes["data"] = resolve({}, {"data": changes["data"]}).data
+        summary = train(None, args.resume, resume=True, changes=changes, quiet=args.quiet, verbose=args.verbose)
         out = args.resume
     else:
         if not args.out:
             raise UserError("reglab train needs --out RUN_DIR (or --resume RUN_DIR)")
-        cfg = config_from_args(args)
-        summary = train(cfg, args.out, overwrite=args.overwrite, quiet=args.quiet)
+        cfg = resolve(explicit_settings(args))
+        summary = train(cfg, args.out, overwrite=args.overwrite, quiet=args.quiet, verbose=args.verbose)
         out = args.out
     if summary["status"] != "finished":
         kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
         print(f"reglab: run failed: {summary.get('failure')}{kept}", file=sys.stderr)
         return 1
-    print(
-        f"{summary['variant']}: restored best val_accuracy {summary['restored_val_accuracy']:.4f} "
-        f"(epoch {summary['best_epoch']} of {summary['epochs_run']}), {summary['wall_seconds']:.1f}s; run folder {out}"
-    )
+    if not args.quiet:
+        print(f"{summary['variant']}: restored best val_accuracy {summary['restored_val_accuracy']:.4f} "
+              f"(epoch {summary['best_epoch']} of {summary['epochs_run']}), {summary['wall_seconds']:.1f}s; "
+              f"run folder {out}")
+    return 0
+
+
+def _study_kwargs(args) -> dict:
+    if args.executor == "ray" and args.jobs != 1:
+        raise UserError("--jobs applies to the local executor; with --executor ray, Ray schedules the runs")
+    return dict(executor=args.executor, jobs=args.jobs, address=args.address, gpus_per_run=args.gpus_per_run,
+                quiet=args.quiet, verbose=args.verbose)
+
+
+def cmd_compare(args) -> int:
+    from .study import compare
+
+    settings = explicit_settings(args)
+    settings.pop("seed", None)
+    compare(resolve_settings(settings), seeds_from(args), args.out or "runs/compare", **_study_kwargs(args))
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .study import ablate, variant_catalogue
+
+    if args.list_variants:
+        width = max(len(n) for n, _ in variant_catalogue())
+        for name, about in variant_catalogue():
+            print(f"{name:<{width}}  {about}")
+        return 0
+    settings = explicit_settings(args)
+    settings.pop("seed", None)
+    ablate(resolve_settings(settings), seeds_from(args), args.variants, args.out or "runs/ablate",
+           **_study_kwargs(args))
+    return 0
+
+
+def resolve_settings(settings: dict) -> dict:
+    """Explicit settings, checked now (a bad value is one line before any work) and with the data made absolute."""
+    cfg = resolve(settings)
+    return {k: getattr(cfg, k) for k in settings}
+
+
+def cmd_report(args) -> int:
+    from .study import render_report
+
+    render_report(Path(args.dir), quiet=args.quiet)
     return 0
 
 
 def cmd_summary(args) -> int:
     from .models import build_model, summary_text
 
-    cfg = config_from_args(args, model=args.name)
-    print(summary_text(build_model(cfg, args.num_classes), cfg.image_size, title=args.name))
+    settings = explicit_settings(args)
+    cfg = resolve({**settings, "model": args.name})
+    if not args.quiet:
+        print(summary_text(build_model(cfg, args.num_classes), cfg.image_size, title=args.name))
     return 0
 
 
-def cmd_compare(args) -> int:
-    from .study import compare
+def cmd_predict(args) -> int:
+    from .predict import predict_to_csv
 
-    return compare(args)
-
-
-def cmd_ablate(args) -> int:
-    from .study import ablate
-
-    return ablate(args)
+    predict_to_csv(Path(args.run_dir), args.inputs, out=Path(args.out), top_k=args.top_k, device=args.device,
+                   batch_size=args.batch_size, quiet=args.quiet)
+    return 0
 
 
-def cmd_report(args) -> int:
-    from .study import render_report
+def cmd_export(args) -> int:
+    from .predict import export_run
 
-    return render_report(Path(args.dir))
+    path = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None)
+    if not args.quiet:
+        print(f"exported {args.run_dir} as {args.format}: {path}")
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -152,78 +287,160 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+# ------------------------------------------------------------------------------------------ the parser
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (what, what to do) and exit code 2, like every other user error."""
+    """argparse without prefix guessing, where a bad flag is one line (what, the nearest real flag, where to
+    look) and exit code 2, like every other user error."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(2, f"reglab: {self.prog.removeprefix('reglab ').strip()}: {message}; see '{self.prog} --help'\n")
+        hint = self._suggestion(message)
+        prog = self.prog if self.prog != "reglab" else "reglab"
+        where = prog.removeprefix("reglab").strip()
+        prefix = f"reglab: {where}: " if where else "reglab: "
+        self.exit(2, f"{prefix}{message}{hint}; see '{prog} --help'\n")
+
+    def _suggestion(self, message: str) -> str:
+        m = re.search(r"unrecognized arguments: (\S+)", message) or re.search(r"invalid choice: '([^']+)'", message)
+        if not m:
+            return ""
+        word = m.group(1).split("=")[0]
+        options = [s for s in self._option_string_actions if s.startswith("--")]
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                options += list(action.choices)
+        close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+        return f" (did you mean {close[0]}?)" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="reglab", description=__doc__.splitlines()[0])
+    p = _Parser(prog="reglab", description=__doc__.splitlines()[0].removesuffix(".") + ".", epilog=EXAMPLES)
     p.add_argument("--version", action="version", version=f"reglab {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one model into a run folder")
-    t.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.ckpt")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
-    add_config_flags(t)
+    t.add_argument("--out", metavar="RUN_DIR", help="run folder to create (absent, empty or a run to --overwrite)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (or extend one with --epochs N)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out (only once the new one has "
+                   "its data and model)")
+    add_training_flags(t, with_model=True, seed_help="random seed (default 42)")
+    add_model_flags(t)
+    add_output_flags(t)
     t.set_defaults(func=cmd_train)
+
+    study = _Parser(add_help=False)
+    study.add_argument("--out", metavar="DIR", help="study folder (default runs/<command>)")
+    study.add_argument("--seeds", type=_seeds, default=1, metavar="N|LIST",
+                       help="N seeds from --seed (default 1), or exactly these: 1,2,7")
+    study.add_argument("--jobs", type=_positive_int, default=1, help="runs at once with the local executor "
+                       "(default 1)")
+    study.add_argument("--executor", choices=["local", "ray"], default="local", help="default local")
+    study.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    study.add_argument("--gpus-per-run", type=float, default=None, help="Ray: fraction of a GPU per run "
+                       "(default 0.25)")
+
+    c = sub.add_parser("compare", parents=[study], help="the notebook's experiment: basic vs regularized, and its report")
+    add_training_flags(c, with_model=False, seed_help="the first seed (default 42)")
+    add_model_flags(c)
+    add_output_flags(c)
+    c.set_defaults(func=cmd_compare)
+
+    a = sub.add_parser("ablate", parents=[study], help="every regularizer ablated over seeds, and its report",
+                       epilog="variants (--list-variants says what each changes): " + ", ".join(_variant_names()))
+    a.add_argument("--variants", help="comma-separated variants (default full,no-augment,no-batchnorm,no-dropout,"
+                   "none,basic); added regularizers take name=value, e.g. mixup=0.4")
+    a.add_argument("--list-variants", action="store_true", help="list every variant with what it changes, and exit")
+    add_training_flags(a, with_model=False, seed_help="the first seed (default 42)")
+    add_model_flags(a)
+    add_output_flags(a)
+    a.set_defaults(func=cmd_ablate)
+
+    r = sub.add_parser("report", help="re-render a study's (or one run's) report from its run folders alone")
+    r.add_argument("dir", metavar="DIR", help="a compare or ablate --out folder, or one run folder")
+    add_output_flags(r)
+    r.set_defaults(func=cmd_report)
 
     s = sub.add_parser("summary", help="print a Keras-like model summary")
     s.add_argument("name", choices=list(MODEL_PRESETS), metavar="MODEL", help=f"one of {', '.join(MODEL_PRESETS)}")
-    s.add_argument("--num-classes", type=_positive_int, default=10)
-    add_config_flags(s, with_model=False)
+    s.add_argument("--num-classes", type=_positive_int, default=10, help="default 10")
+    add_model_flags(s)
+    add_output_flags(s)
     s.set_defaults(func=cmd_summary)
 
-    study_common = _Parser(add_help=False)
-    study_common.add_argument("--out", metavar="DIR", help="study folder (default runs/<command>)")
-    study_common.add_argument("--seeds", type=_positive_int, default=1, help="seeds per model (42, 43, ...)")
-    study_common.add_argument("--jobs", type=_positive_int, default=1, help="runs at once (local executor)")
-    study_common.add_argument("--executor", choices=["local", "ray"], default="local")
-    study_common.add_argument("--address", help="Ray cluster address (default: start a local instance)")
-    study_common.add_argument("--gpus-per-run", type=float, default=None, help="Ray: fraction of a GPU per run")
-    study_common.add_argument("--quiet", action="store_true")
+    pr = sub.add_parser("predict", help="classify images with a trained run's restored best model")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
+    pr.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
+    pr.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    pr.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch (default 256)")
+    add_output_flags(pr)
+    pr.set_defaults(func=cmd_predict)
 
-    c = sub.add_parser("compare", parents=[study_common], help="the notebook's experiment: basic vs regularized, and its report")
-    add_config_flags(c, with_model=False, with_seed=False)
-    c.set_defaults(func=cmd_compare, command="compare")
+    ex = sub.add_parser("export", help="export a trained run's model (preprocessing inside) for use without reglab")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
+    ex.add_argument("--out", metavar="FILE", help="default RUN_DIR/model.onnx or RUN_DIR/model.pt")
+    add_output_flags(ex)
+    ex.set_defaults(func=cmd_export)
 
-    a = sub.add_parser("ablate", parents=[study_common], help="every regularizer ablated over seeds, and its report")
-    a.add_argument("--variants", help="comma-separated variants (default: full,no-augment,no-batchnorm,no-dropout,none,basic)")
-    add_config_flags(a, with_model=False, with_seed=False)
-    a.set_defaults(func=cmd_ablate, command="ablate")
-
-    r = sub.add_parser("report", help="re-render a study's report from its run folders alone")
-    r.add_argument("dir", metavar="DIR")
-    r.set_defaults(func=cmd_report)
-
-    b = sub.add_parser("bench", help="measure decode, cache, throughput and the whole experiment against a naive pipeline")
-    b.add_argument("--data", default="imagenette2-160")
-    b.add_argument("--device", choices=DEVICES, default="auto")
+    b = sub.add_parser("bench", help="measure decode, cache, throughput (fp32 and bf16) and the whole experiment "
+                       "against a naive pipeline")
+    b.add_argument("--data", default="imagenette2-160", help="default imagenette2-160")
+    b.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    b.add_argument("--image-size", type=_positive_int, default=160)
-    b.add_argument("--steps", type=_positive_int, default=30, help="timed steps per throughput measurement")
-    b.add_argument("--epochs", type=_positive_int, default=50, help="max epochs of the whole-experiment timing")
+    b.add_argument("--image-size", type=_positive_int, default=160, help="default 160")
+    b.add_argument("--steps", type=_positive_int, default=30, help="timed steps per throughput measurement "
+                   "(default 30)")
+    b.add_argument("--epochs", type=_positive_int, default=50, help="max epochs of the whole-experiment timing "
+                   "(default 50)")
     b.add_argument("--skip-experiment", action="store_true", help="skip the whole-experiment timing")
-    b.add_argument("--naive-batches", type=int, default=0, help="batches of the naive pipeline to time (0: one epoch)")
-    b.add_argument("--recipe", default="seed")
+    b.add_argument("--naive-batches", type=int, default=0, help="batches of the naive pipeline to time "
+                   "(default 0: one epoch)")
+    b.add_argument("--recipe", default="seed", help="default seed")
+    add_output_flags(b)
     b.set_defaults(func=cmd_bench)
+    p.set_defaults(subcommands=sub.choices)
     return p
 
 
+def _variant_names() -> list[str]:
+    from .study import variant_catalogue
+
+    return [name.split("[")[0] for name, _ in variant_catalogue()]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from . import provenance, signals
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    provenance.invoked_as(argv)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.error(f"no command given{' (' + ' '.join(extra) + ')' if extra else ''}")
+        if extra:  # said by the subcommand's parser, which knows its own flags and help
+            args.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, --version, or a bad flag (already printed as one line)
         return e.code if isinstance(e.code, int) else 2
     try:
-        return args.func(args)
+        with signals.handled():
+            return args.func(args)
     except UserError as e:
         print(f"reglab: {e}", file=sys.stderr)
+        return e.exit_code
+    except signals.Stopped as e:
+        print(f"reglab: {e}; nothing finished was lost: rerun the same command to continue", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("reglab: interrupted", file=sys.stderr)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import reprlib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,17 +26,24 @@ from .errors import UserError
 AUGMENTS = ("none", "seed", "flip", "rrc")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
-DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 BAD_IMAGE_POLICIES = ("error", "skip")
+# What torch.device accepts for the machines reglab runs on, plus auto (cuda, then mps, then cpu).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?")
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch accepts it too
+MAX_IMAGE_SIZE = 1024  # the decode cache and the dense layer grow with its square; memory is checked later too
 
 
-@dataclass
+@dataclass(init=False)
 class Config:
+    """Every setting of one run. Build it with keywords: `Config(model="basic", epochs=5)` or
+    `Config.preset("basic", epochs=5)`; values left out come from the model preset, then the recipe, then the
+    defaults below, so a config always builds the model it names. Invalid values raise UserError."""
+
     # what and where
     model: str = "regularized"
     recipe: str = "seed"
-    data: str = "imagenette2-160"
+    data: str = "imagenette2-160"  # a dataset name, or an ImageFolder directory (stored absolute)
     image_size: int = 160
     seed: int = 42
     device: str = "auto"
@@ -54,6 +63,11 @@ class Config:
     plateau_patience: int = 3
     plateau_min_delta: float = 1e-4  # absolute, as Keras's ReduceLROnPlateau
     min_lr: float = 1e-5
+    # what chooses and what judges: with selection_split F > 0 a stratified, seeded fraction F of the training
+    # images chooses (early stopping, LR on plateau, best checkpoint) and val/ is only evaluated at the end, as a
+    # test set. 0 is the notebook's way: val/ both chooses and judges (optimistic).
+    selection_split: float = 0.0
+    clean_train_sample: int = 2000  # training images (stratified) evaluated clean, in eval mode, at the end
     # architecture (models.build_model); basic and regularized are presets of these
     widths: list = field(default_factory=lambda: [32, 64, 128])
     convs_per_block: int = 2
@@ -77,10 +91,33 @@ class Config:
     reprob: float = 0.0
     model_ema: float = 0.0
     # speed (never changes what is computed beyond float rounding)
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # bf16 where the hardware runs it natively (CUDA, CPUs with AMX/AVX-512 bf16), else fp32
     channels_last: bool = True
     compile: bool = False
     eval_batch_size: int = 500
+    # the run folder: keep last.ckpt (weights + optimizer state) after the run finishes, so it can be extended
+    keep_last: bool = False
+
+    def __init__(self, **values):
+        """defaults < model preset < recipe < `values`; then validate."""
+        values = check_keys(values, "the config")
+        model = values.get("model", "regularized")
+        if model not in MODEL_PRESETS:
+            raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_PRESETS)}")
+        merged = {**MODEL_PRESETS[model], **load_recipe(values.get("recipe", "seed")), **values}
+        for f in fields(self):
+            setattr(self, f.name, merged[f.name] if f.name in merged else _field_default(f))
+        self.validate()
+
+    @classmethod
+    def preset(cls, model: str, **overrides) -> "Config":
+        """The named model preset with the recipe's (default: the notebook's) training settings, e.g.
+        `Config.preset("basic", epochs=5)`."""
+        return cls(model=model, **overrides)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some values changed (every other value kept exactly, not re-derived from the preset)."""
+        return Config(**{**self.to_dict(), **changes})
 
     def validate(self) -> "Config":
         def bad(name, value, hint):
@@ -90,7 +127,6 @@ class Config:
             "augment": AUGMENTS,
             "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
-            "device": DEVICES,
             "precision": PRECISIONS,
             "on_bad_image": BAD_IMAGE_POLICIES,
         }
@@ -99,21 +135,33 @@ class Config:
                 bad(name, getattr(self, name), f"choose one of {', '.join(options)}")
         if self.model not in MODEL_PRESETS:
             bad("model", self.model, f"choose one of {', '.join(MODEL_PRESETS)}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "image_size", "dense_width", "convs_per_block"):
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            bad("device", self.device, "choose auto, cpu, cuda, cuda:N or mps")
+        if not 0 <= self.seed <= MAX_SEED:
+            bad("seed", self.seed, f"it must be an integer from 0 to {MAX_SEED}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "image_size", "dense_width", "convs_per_block",
+                     "clean_train_sample"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "it must be a positive integer")
-        if self.image_size % (2 ** len(self.widths)) != 0:
-            bad("image_size", self.image_size, f"it must be divisible by {2 ** len(self.widths)} (one 2x pool per block)")
         if not self.widths or any(int(w) < 1 for w in self.widths):
             bad("widths", self.widths, "give one positive channel count per block, e.g. [32, 64, 128]")
+        step = 2 ** len(self.widths)
+        if self.image_size % step != 0:
+            bad("image_size", self.image_size, f"it must be a multiple of {step} (one 2x pool per block), e.g. "
+                f"{max(step, self.image_size // step * step)}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            bad("image_size", self.image_size, f"at most {MAX_IMAGE_SIZE} pixels (the notebook uses 160)")
         for name in ("dropout", "dense_dropout", "drop_path", "smoothing", "reprob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, getattr(self, name), "it must be in [0, 1)")
+        if not 0.0 <= self.selection_split <= 0.5:
+            bad("selection_split", self.selection_split, "give the fraction of training images that chooses, "
+                "in [0, 0.5] (0: the notebook's way, val/ chooses and judges), e.g. 0.1")
         for name in ("lr", "adam_eps"):
             if getattr(self, name) <= 0:
                 bad(name, getattr(self, name), "it must be positive")
         for name in ("weight_decay", "mixup", "cutmix", "min_lr", "warmup_epochs", "early_stopping_patience",
-                     "plateau_patience", "plateau_min_delta"):
+                     "plateau_patience", "plateau_min_delta", "momentum"):
             if getattr(self, name) < 0:
                 bad(name, getattr(self, name), "it must be >= 0")
         if not 0.0 <= self.model_ema < 1.0:
@@ -122,6 +170,23 @@ class Config:
             bad("bn_momentum", self.bn_momentum, "it must be in (0, 1]; Keras's 0.99 is 0.01 here")
         if not 0.0 < self.plateau_factor < 1.0:
             bad("plateau_factor", self.plateau_factor, "it must be in (0, 1)")
+        # combinations that would silently do nothing, or something else than asked
+        if self.optimizer == "sgd" and self.weight_decay > 0:
+            bad("weight_decay", self.weight_decay, "weight decay here is decoupled (AdamW); use --optimizer adamw, "
+                "or --weight-decay 0 with sgd")
+        if self.schedule in ("plateau", "constant") and self.warmup_epochs > 0:
+            bad("warmup_epochs", self.warmup_epochs, f"warm-up applies to the onecycle and cosine schedules, not "
+                f"{self.schedule}; set --schedule onecycle or cosine, or --warmup-epochs 0")
+        if self.warmup_epochs > self.epochs:
+            bad("warmup_epochs", self.warmup_epochs, f"it must not exceed --epochs ({self.epochs})")
+        if self.spatial_dropout and self.dropout == 0:
+            bad("spatial_dropout", True, "it changes how conv-block dropout drops, but --dropout is 0; "
+                "set --dropout P (the notebook: 0.25) or --no-spatial-dropout")
+        if self.drop_path > 0 and self.convs_per_block < 2:
+            bad("drop_path", self.drop_path, "stochastic depth drops each block's second convolution; this model "
+                f"has {self.convs_per_block} per block (use --model regularized or none)")
+        if self.batchnorm and self.batch_size < 2:
+            bad("batch_size", self.batch_size, "batch normalization needs at least 2 images a batch")
         return self
 
     def to_dict(self) -> dict:
@@ -156,6 +221,14 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+_FIELDS = {f.name: f for f in fields(Config)}
+# Fields that change how fast a run goes or what its folder keeps, not what it computes: a finished run may be
+# reused, or a run resumed, across them.
+NON_RESULT_FIELDS = frozenset({"device", "eval_batch_size", "compile", "channels_last", "keep_last"})
+
+
+def _field_default(f):
+    return f.default_factory() if f.default is MISSING else f.default
 
 # The notebook's two models (and the 6-conv net with its regularizers removed), as configurations.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -213,8 +286,7 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxoth
 
 def _coerce(name: str, value: Any, where: str) -> Any:
     """Check a value against the field's type; YAML gives us ints for floats and the like."""
-    default = getattr(Config(), name)
-    kind = type(default)
+    kind = type(_field_default(_FIELDS[name]))
     try:
         if kind is bool:
             if not isinstance(value, bool):
@@ -245,22 +317,32 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 
 def resolve(file_values: dict | None = None, flag_values: dict | None = None) -> Config:
-    """Merge defaults < model preset < recipe < config file < flags, then validate."""
+    """Merge defaults < model preset < recipe < config file < flags, then validate. A data directory is made
+    absolute, so the run resumes from any working directory (a dataset name stays a name)."""
     file_values = dict(file_values or {})
     flag_values = {k: v for k, v in (flag_values or {}).items() if v is not None}
     check_keys(flag_values, "command-line flags")
     explicit = {**file_values, **flag_values}
-    recipe = explicit.get("recipe", Config.recipe)
-    model = explicit.get("model", Config.model)
-    if model not in MODEL_PRESETS:
-        raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_PRESETS)}")
-    merged = {**MODEL_PRESETS[model], **load_recipe(recipe), **explicit}
-    return Config(**merged).validate()
+    if "data" in explicit:
+        explicit["data"] = absolute_data(explicit["data"])
+    return Config(**explicit)
+
+
+def absolute_data(spec: str) -> str:
+    """A directory as an absolute path; a known dataset name (with no such directory here) unchanged."""
+    from .data.sources import SOURCES
+
+    expanded = os.path.expanduser(str(spec))
+    if str(spec) in SOURCES and not os.path.isdir(expanded):
+        return str(spec)
+    return os.path.abspath(expanded)
 
 
 def from_dict(values: dict) -> Config:
     """Rebuild a resolved config (e.g. a run folder's config.yaml) exactly as written."""
-    return Config(**check_keys(values, "config.yaml")).validate()
+    if not isinstance(values, dict):
+        raise UserError(f"a config must be a mapping of option: value, got {type(values).__name__}")
+    return Config(**check_keys(values, "config.yaml"))
 
 
 def dump_yaml(cfg: Config) -> str:

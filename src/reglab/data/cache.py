@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from .. import atomic, signals
 from ..errors import BadImageError, UserError
 from ..progress import progress
 from .decode import DecodeError, decode_image
 from .folder import SplitFiles, show
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the metadata is checksummed too
 CHUNK = 64
 
 
@@ -103,33 +103,83 @@ def _decode_all(split: SplitFiles, size: int, out_path: Path, workers: int, show
         else:
             # fork: workers inherit the imported modules (fast start); they use only numpy and Pillow.
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=signals.ignore_in_worker)
+            try:
                 futures = {pool.submit(_decode_chunk, str(out_path), n, size, s, part): len(part) for s, part in chunks}
                 for fut in as_completed(futures):
                     failures.update(fut.result())
                     bar.advance(task, futures[fut])
+            except BaseException:  # a signal, a dead worker: stop the others now instead of draining the queue
+                terminate_pool(pool)
+                raise
+            pool.shutdown()
     return failures
 
 
+def terminate_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a process pool's workers at once (Python 3.14 has pool.terminate_workers() for this)."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for p in processes:
+        p.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for p in processes:
+        p.join(timeout=5)
+
+
+def _sweep(folder: Path) -> None:
+    """Remove temporary files of decodes whose process is gone (killed before it could clean up)."""
+    for tmp in folder.glob(".*-images.u8.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _meta_digest(meta: dict) -> str:
+    """Checksum of the entry's metadata (everything but the checksum itself), so a damaged or edited JSON is
+    detected like damaged pixels."""
+    body = json.dumps({k: v for k, v in meta.items() if k != "meta_sha256"}, sort_keys=True).encode()
+    return hashlib.sha256(body).hexdigest()
+
+
 def _load_entry(folder: Path, split: SplitFiles, size: int) -> DecodedSplit | None:
+    """The cached split, or None when the entry is missing, damaged or not this file list's. Labels and paths
+    come from the scan (which the key covers), never from the cache: an edited entry cannot relabel an image."""
     meta_path, data_path = folder / f"{split.name}.json", folder / f"{split.name}-images.u8"
     try:
         meta = json.loads(meta_path.read_text())
+        if meta.get("format") != CACHE_FORMAT or meta.get("meta_sha256") != _meta_digest(meta):
+            return None
+        paths = [f.path for f in split.files]
+        skipped = {p: why for p, why in meta["skipped"]}
+        kept = [i for i, p in enumerate(paths) if p not in skipped]
         n = meta["count"]
+        if (meta["size"], meta["classes"], n, meta["paths"]) != (size, split.classes, len(kept), [paths[i] for i in kept]):
+            return None
         expected = n * size * size * 3
-        if meta.get("format") != CACHE_FORMAT or data_path.stat().st_size != max(expected, size * size * 3):
+        if data_path.stat().st_size != max(expected, size * size * 3):
             return None
         raw = np.fromfile(data_path, dtype=np.uint8, count=expected)
         if raw.size != expected or _crc(raw) != meta["crc32"]:
             return None
-        labels = np.asarray(meta["labels"], dtype=np.int64)
-        if labels.shape != (n,):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    labels = np.array([split.files[i].label for i in kept], dtype=np.int64)
     return DecodedSplit(
-        images=raw.reshape(n, size, size, 3), labels=labels, paths=meta["paths"],
-        skipped=[tuple(s) for s in meta["skipped"]], from_cache=True,
+        images=raw.reshape(n, size, size, 3), labels=labels, paths=[paths[i] for i in kept],
+        skipped=[(p, skipped[p]) for p in paths if p in skipped], from_cache=True,
     )
 
 
@@ -149,7 +199,8 @@ def decode_split(
         cached.skipped = unreadable + cached.skipped
         return cached
 
-    atomic.check_writable_dir(folder, "cache directory")
+    atomic.check_writable_dir(folder, "cache directory", hint="set REGLAB_DATA to a writable folder for the cache")
+    _sweep(folder)
     workers = workers or os.cpu_count() or 1
     data_path = folder / f"{split.name}-images.u8"
     tmp_path = folder / f".{split.name}-images.u8.{os.getpid()}.tmp"
@@ -185,8 +236,7 @@ def decode_split(
     labels = np.array([split.files[i].label for i in keep], dtype=np.int64)
     paths = [split.files[i].path for i in keep]
     skipped = [(split.files[i].path, failures[i]) for i in sorted(failures)]
-    atomic.write_json(folder / f"{split.name}.json", {
-        "format": CACHE_FORMAT, "count": int(keep.size), "size": size, "crc32": _crc(images),
-        "labels": labels.tolist(), "paths": paths, "skipped": skipped, "classes": split.classes,
-    })
+    meta = {"format": CACHE_FORMAT, "count": int(keep.size), "size": size, "crc32": _crc(images),
+            "paths": paths, "skipped": skipped, "classes": split.classes}
+    atomic.write_json(folder / f"{split.name}.json", {**meta, "meta_sha256": _meta_digest(meta)})
     return DecodedSplit(images=images, labels=labels, paths=paths, skipped=unreadable + skipped, from_cache=False)

@@ -1,17 +1,6 @@
 """Extract .tar / .tgz / .tar.gz / .zip archives without ever writing outside the target directory.
 
-A downloaded archive is untrusted input, so extraction is done by hand instead of by extractall(): only
-member types we checked can be written, whatever the Python version's tarfile filters do.
-
-- Every member is validated before anything is written, so a bad archive writes nothing at all.
-- Names: no absolute paths or drive letters, no `..` components ('/' and '\\' both count as separators).
-- Types: regular files, directories and links only; devices, FIFOs and anything else are refused.
-- Hard links (tar) are copied from an already extracted regular file inside the target.
-- Symlinks (tar) must be relative and resolve inside the target. They are created last, after every
-  file, so no file is ever written through a link; then all of them are resolved again, because a later
-  link can change where an earlier one points. Zip symlinks are refused outright.
-- Regular files are opened with O_NOFOLLOW, and every parent directory is checked to resolve inside the
-  target, so even a target that already holds symlinks cannot redirect a write.
+tarfile (filter="data") and zipfile extract; the checks here refuse what they let through or silently rewrite.
 """
 
 from __future__ import annotations
@@ -19,191 +8,129 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import shutil
 import stat
+import sys
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import BinaryIO, Callable
 
 from ..errors import UserError
-
-CHUNK = 1 << 20
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-
-
-@dataclass
-class _Member:
-    name: str
-    kind: str  # "file", "dir", "symlink", "hardlink", or a description of a refused type
-    link: str = ""  # symlink target (relative to the link's folder) or hardlink source (archive root)
-    open: Callable[[], BinaryIO] | None = None
-    parts: tuple[str, ...] = ()  # validated path components of `name`
-    link_parts: tuple[str, ...] = ()  # validated path components of a hardlink's source
 
 
 def safe_extract(archive: Path, target: Path) -> None:
     """Extract `archive` into `target` (created if needed); UserError naming the member if it is unsafe.
 
-    On a refusal found while validating, nothing is written. A symlink escape can only be detected once the
-    links exist; then the links are removed again and the regular files already written stay inside
-    `target` (callers that want all-or-nothing extract into a temporary directory, as sources.py does).
+    Every member is checked before anything is written, so a refused archive writes nothing; only a symlink
+    that escapes through a later link is found after extracting, and then the links are removed again
+    (callers that want all-or-nothing extract into a temporary directory, as sources.py does).
     """
     archive, target = Path(archive), Path(target)
     lower = archive.name.lower()
     if lower.endswith(".zip"):
-        reader = _zip_members
+        extract = _extract_zip
     elif lower.endswith((".tgz", ".tar.gz", ".tar")):
-        reader = _tar_members
+        extract = _extract_tar
     else:
         raise UserError(f"cannot extract {archive}: unsupported archive type (use .tar, .tar.gz, .tgz or .zip)")
     try:
-        with reader(archive) as members:
-            for m in members:
-                _validate(archive, m)
-            target.mkdir(parents=True, exist_ok=True)
-            _write(archive, target, members)
+        extract(archive, target)
+    except tarfile.FilterError as e:
+        m = e.tarinfo
+        if isinstance(e, tarfile.SpecialFileError):  # its text only says "special file": name the kind
+            kind = ("character device" if m.ischr() else "block device" if m.isblk()
+                    else "FIFO" if m.isfifo() else f"member of tar type {m.type!r}")
+            raise _refuse(archive, m.name, f"is a {kind}; only regular files, directories and links are "
+                                           "extracted") from None
+        raise _refuse(archive, m.name, f"is refused by tarfile's data filter ({e})") from None
+    except tarfile.ExtractError as e:
+        raise UserError(f"cannot extract {archive} into {target}: {e}") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise UserError(f"cannot read {archive} ({e}); it is corrupt or truncated: delete it and retry") from None
     except OSError as e:
         raise UserError(f"cannot extract {archive} into {target}: {e.strerror or e}") from None
 
 
-@contextlib.contextmanager
-def _tar_members(archive: Path):
+def _extract_tar(archive: Path, target: Path) -> None:
+    if not hasattr(tarfile, "data_filter"):
+        raise UserError(f"cannot extract {archive} safely: Python {sys.version.split()[0]} lacks tarfile's "
+                        "extraction filters; upgrade Python (3.10.12+, 3.11.4+ or 3.12+)")
     with tarfile.open(archive, "r:*") as tar:
-        yield [_Member(m.name, _tar_kind(m), m.linkname, lambda m=m: tar.extractfile(m))
-               for m in tar.getmembers()]
+        tar.errorlevel = 2  # raise ExtractError too, instead of only logging it and skipping the member
+        members = tar.getmembers()
+        files, folders = set(), {"."}
+        for m in members:  # validation pass: nothing is written unless every member passes
+            _check_name(archive, m.name)
+            # '\\' counts as a separator in link targets too ("..\\x"); the filter itself only knows '/'.
+            tarfile.data_filter(m.replace(linkname=m.linkname.replace("\\", "/"), deep=False), str(target))
+            # A hard link to a name that is not an earlier regular file would make tarfile extract (unfiltered)
+            # some other member, or fail with a bare KeyError: refuse it here.
+            if m.islnk() and posixpath.normpath(m.linkname) not in files:
+                raise _refuse(archive, m.name, f"is a hard link to {m.linkname!r}, not to an earlier regular "
+                                               "file")
+            if m.isreg():
+                files.add(posixpath.normpath(m.name))
+            parts = posixpath.normpath(m.name).split("/")
+            folders.update("/".join(parts[:i]) for i in range(1, len(parts) + m.isdir()))
+        # Symlinks go last, so no file or hard link is ever made through an extracted link (whatever the
+        # filter's realpath() misses; CVE-2025-4517, fixed in 3.10.18 / 3.11.13 / 3.12.11). A link on a
+        # folder's path could then not replace that folder, and tarfile's copy fallback can recurse forever.
+        links = [m for m in members if m.issym()]
+        for m in links:
+            if posixpath.normpath(m.name) in folders:
+                raise _refuse(archive, m.name, "is a symlink at a path the archive also uses as a folder")
+        target.mkdir(parents=True, exist_ok=True)
+        tar.extractall(target, [m for m in members if not m.issym()], filter="data")
+        root = os.path.realpath(target)
+        try:
+            tar.extractall(target, links, filter="data")
+            for m in links:  # the filter checks each link when made; a later link can redirect an earlier one
+                if not _inside(root, os.path.join(root, m.name)):
+                    raise _refuse(archive, m.name, f"is a symlink that resolves outside the target "
+                                                   f"({m.linkname!r})")
+        except BaseException:
+            for m in reversed(links):
+                path = os.path.join(root, m.name.rstrip("/"))
+                if _inside(root, os.path.dirname(path)) and os.path.islink(path):  # never unlink outside
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            raise
 
 
-def _tar_kind(m: tarfile.TarInfo) -> str:
-    if m.isreg():
-        return "file"
-    if m.isdir():
-        return "dir"
-    if m.issym():
-        return "symlink"
-    if m.islnk():
-        return "hardlink"
-    if m.ischr():
-        return "character device"
-    if m.isblk():
-        return "block device"
-    if m.isfifo():
-        return "FIFO"
-    return f"member of tar type {m.type!r}"
-
-
-@contextlib.contextmanager
-def _zip_members(archive: Path):
+def _extract_zip(archive: Path, target: Path) -> None:
     with zipfile.ZipFile(archive) as zf:
-        members = []
+        root = os.path.realpath(target)
         for info in zf.infolist():
-            # Zips made on unix keep st_mode in the high 16 bits of external_attr; 0 elsewhere.
-            ftype = stat.S_IFMT(info.external_attr >> 16)
-            if ftype == stat.S_IFLNK:
-                kind = "symlink stored in a zip"  # the link target is the file's data: refused, never followed
-            elif info.is_dir() or ftype == stat.S_IFDIR:
-                kind = "dir"
-            elif ftype in (0, stat.S_IFREG):
-                kind = "file"
-            else:
-                kind = f"special file (mode {oct(ftype)})"
-            members.append(_Member(info.filename, kind, open=lambda info=info: zf.open(info)))
-        yield members
+            name = info.filename
+            ftype = stat.S_IFMT(info.external_attr >> 16)  # unix st_mode, kept in the high 16 bits; 0 elsewhere
+            if ftype == stat.S_IFLNK:  # zipfile would write a file holding the link text
+                raise _refuse(archive, name, "is a symlink stored in a zip; zip symlinks are not extracted")
+            if ftype not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise _refuse(archive, name, f"is a special file (mode {oct(ftype)}); only regular files and "
+                                             "directories are extracted")
+            _check_name(archive, name)
+            if not _inside(root, os.path.join(root, name)):  # zipfile follows symlinks already in the target
+                raise _refuse(archive, name, "would be written through a symlink that leaves the target")
+        target.mkdir(parents=True, exist_ok=True)
+        zf.extractall(target)
 
 
 def _refuse(archive: Path, member: str, why: str) -> UserError:
-    return UserError(f"refusing to extract {archive}: member {member!r} {why}")
+    return UserError(f"refusing to extract {archive}: member {member!r} {why}; the archive is unsafe, "
+                     "do not use it")
 
 
-def _is_absolute(name: str) -> bool:
-    # PureWindowsPath also catches "C:\x", "C:x" and "\\server\share", whatever OS we run on.
-    return name.replace("\\", "/").startswith("/") or bool(PureWindowsPath(name).drive)
+def _check_name(archive: Path, name: str) -> None:
+    """Refuse absolute names, drive letters and '..' components, which tarfile's filter strips or allows
+    (a name that leaves the target and comes back in can still create folders outside) and zipfile rewrites."""
+    flat = name.replace("\\", "/")  # '\\' counts as a separator, whatever OS we run on
+    if flat.startswith("/") or PureWindowsPath(name).drive:  # also "C:x" and "\\\\server\\share"
+        raise _refuse(archive, name, f"has an absolute path ({name!r})")
+    if ".." in flat.split("/"):
+        raise _refuse(archive, name, f"has a '..' component ({name!r}), which could escape the target")
 
 
-def _safe_parts(archive: Path, member: str, name: str, what: str = "has") -> tuple[str, ...]:
-    if _is_absolute(name):
-        raise _refuse(archive, member, f"{what} an absolute path ({name!r})")
-    parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
-    if ".." in parts:
-        raise _refuse(archive, member, f"{what} a '..' component ({name!r}), which could escape the target")
-    return parts
-
-
-def _validate(archive: Path, m: _Member) -> None:
-    """Checks that need no file system: names, types, link targets (lexically). Fills m.parts."""
-    m.parts = _safe_parts(archive, m.name, m.name)
-    if m.kind not in ("file", "dir", "symlink", "hardlink"):
-        raise _refuse(archive, m.name, f"is a {m.kind}; only regular files, directories and links are extracted")
-    if not m.parts and m.kind != "dir":  # "./" is the target itself; any other empty name is nonsense
-        raise _refuse(archive, m.name, "has an empty path")
-    if m.kind == "symlink":
-        if not m.link or _is_absolute(m.link):
-            raise _refuse(archive, m.name, f"is a symlink to an absolute or empty path ({m.link!r})")
-        lexical = posixpath.normpath(posixpath.join("/".join(m.parts[:-1]), m.link.replace("\\", "/")))
-        if lexical == ".." or lexical.startswith("../"):
-            raise _refuse(archive, m.name, f"is a symlink pointing outside the target ({m.link!r})")
-    if m.kind == "hardlink":
-        m.link_parts = _safe_parts(archive, m.name, m.link, what="is a hard link to")
-        if not m.link_parts:
-            raise _refuse(archive, m.name, "is a hard link to an empty path")
-
-
-def _write(archive: Path, target: Path, members: list[_Member]) -> None:
-    root = os.path.realpath(target)
-
-    def inside(path: str) -> bool:  # after following every symlink that exists now
-        real = os.path.realpath(path)
-        return real == root or real.startswith(root + os.sep)
-
-    def parent_dir(m: _Member) -> str:
-        parent = os.path.join(root, *m.parts[:-1])
-        if not inside(parent):
-            raise _refuse(archive, m.name, "would be written through a symlink that leaves the target")
-        os.makedirs(parent, exist_ok=True)
-        return parent
-
-    links = []
-    for m in members:
-        if not m.parts:
-            continue
-        if m.kind == "symlink":
-            links.append(m)  # after every file: nothing is ever written through an extracted link
-        elif m.kind == "dir":
-            parent_dir(m)
-            os.makedirs(os.path.join(root, *m.parts), exist_ok=True)
-        elif m.kind == "file":
-            with m.open() as src:
-                _copy(src, os.path.join(parent_dir(m), m.parts[-1]))
-        else:  # hardlink: copy the earlier member's bytes; a real link could alias a file outside
-            source = os.path.join(root, *m.link_parts)
-            if not (inside(source) and os.path.isfile(source) and not os.path.islink(source)):
-                raise _refuse(archive, m.name, f"is a hard link to {m.link!r}, not an extracted regular file")
-            with open(source, "rb") as src:
-                _copy(src, os.path.join(parent_dir(m), m.parts[-1]))
-
-    created = []
-    try:
-        for m in links:
-            dest = os.path.join(parent_dir(m), m.parts[-1])
-            if os.path.islink(dest) or os.path.isfile(dest):  # a duplicate name: the later member wins
-                os.unlink(dest)
-            os.symlink(m.link, dest)
-            created.append((m, dest))
-        for m, dest in created:  # a later link can redirect an earlier one: check the final state
-            if not inside(dest):
-                raise _refuse(archive, m.name, f"is a symlink that resolves outside the target ({m.link!r})")
-    except BaseException:
-        for _, dest in created:
-            with contextlib.suppress(OSError):
-                os.unlink(dest)
-        raise
-
-
-def _copy(src: BinaryIO, dest: str) -> None:
-    fd = os.open(dest, _WRITE_FLAGS, 0o644)  # O_NOFOLLOW: never write through a symlink at `dest`
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+def _inside(root: str, path: str) -> bool:
+    """Is `path` inside the real folder `root`, after following every symlink that exists now?"""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root + os.sep)

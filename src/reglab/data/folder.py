@@ -105,6 +105,9 @@ def scan(root: str | os.PathLike) -> tuple[SplitFiles, SplitFiles, list[tuple[st
     train_classes = _class_dirs(root / "train")
     if not train_classes:
         raise UserError(f"{show(root / 'train')} has no class folders; expected train/<class>/<images>")
+    if len(train_classes) < 2:
+        raise UserError(f"{show(root / 'train')} has one class folder ({show(train_classes[0])}); a classifier needs "
+                        "at least two: add class folders under train/ and val/")
     val_classes = _class_dirs(root / "val")
     if not val_classes:
         raise UserError(f"{show(root / 'val')} has no class folders; expected val/<class>/<images>")

@@ -3,7 +3,7 @@
 The whole split is one (N, 3, H, W) uint8 tensor (channels-last in memory: the cache's NHWC layout,
 viewed as NCHW, costs no copy). Each epoch draws a permutation from a seeded CPU generator (identical on
 every device, and its state goes into the checkpoint), gathers batches on the device and converts them to
-float in [0, 1]. The last partial batch is kept, as Keras does.
+float in [0, 1]. The last partial batch is kept, as Keras does (see _starts).
 """
 
 from __future__ import annotations
@@ -24,8 +24,17 @@ class DeviceLoader:
         self.device = device
         self.batch_size = batch_size
 
+    def _starts(self) -> list[int]:
+        """Batch start indices. The last partial batch is kept (as Keras does), but a last batch of one image
+        joins the one before: BatchNorm cannot normalise a single dense-layer sample in training mode."""
+        n = self.num_images
+        starts = list(range(0, n, self.batch_size))
+        if len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        return starts
+
     def __len__(self) -> int:
-        return -(-self.images.shape[0] // self.batch_size)
+        return len(self._starts())
 
     @property
     def num_images(self) -> int:
@@ -36,8 +45,9 @@ class DeviceLoader:
         n = self.num_images
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.device, non_blocking=True)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
+        starts = self._starts()
+        for start, end in zip(starts, starts[1:] + [n]):
+            idx = order[start:end]
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
 

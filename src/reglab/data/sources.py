@@ -109,7 +109,7 @@ def _fetch(name: str, source: Source, cache: Path, progress: bool) -> Path:
     final = cache / name
     if (final / MARKER).is_file():  # the fast path: no lock, no network
         return final / source.subdir
-    check_writable_dir(cache, "data cache directory")
+    check_writable_dir(cache, "data cache directory", hint="set REGLAB_DATA to a writable folder for downloads")
     # One process downloads and extracts; others (e.g. parallel workers) wait, then reuse its result.
     with _lock(cache / f".{name}.lock"):
         if (final / MARKER).is_file():

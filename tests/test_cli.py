@@ -1,0 +1,172 @@
+"""The command line behaves like the tools people trust (issue 16): no silent guesses, quiet means quiet,
+runs that say where they came from, disk that fits a study. Every test goes through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reglab.cli import build_parser, main
+from conftest import one_line_error
+
+TINY = ["--image-size", "16", "--epochs", "1", "--device", "cpu"]
+
+
+def make_tree(root: Path, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 2)):
+        for cls in ("a", "b"):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_tree(tmp_path / "data")
+
+
+def run_cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "reglab.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+# ------------------------------------------------------------------------------------- 1. no silent guesses
+
+
+@pytest.mark.parametrize("argv,suggestion", [
+    (["compare", "--seeed", "7"], "--seed"),
+    (["ablate", "--model", "basic"], None),
+    (["train", "--epoch", "3"], "--epochs"),
+    (["compare", "--see", "7"], "--seed"),
+])
+def test_flag_prefixes_are_never_accepted(argv, suggestion, capfd):
+    line = one_line_error(capfd, main(argv), "unrecognized arguments", f"see 'reglab {argv[0]} --help'")
+    if suggestion:
+        assert f"did you mean {suggestion}?" in line
+
+
+def test_every_parser_refuses_abbreviations():
+    parser = build_parser()
+    parsers = [parser, *parser.get_default("subcommands").values()]
+    assert all(p.allow_abbrev is False for p in parsers)
+
+
+def test_compare_seed_is_the_base_seed_not_a_count(data, tmp_path):
+    out = tmp_path / "s"
+    assert main(["compare", "--data", str(data), "--seed", "7", "--out", str(out), *TINY, "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "basic").iterdir()) == ["seed-7"]
+
+
+def test_seeds_can_be_named(data, tmp_path):
+    out = tmp_path / "s"
+    assert main(["ablate", "--data", str(data), "--variants", "none", "--seeds", "3,1", "--out", str(out), *TINY,
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "none").iterdir()) == ["seed-1", "seed-3"]
+
+
+def test_summary_help_lists_only_model_flags():
+    help_text = run_cli("summary", "--help").stdout
+    assert "--dropout" in help_text and "--image-size" in help_text
+    for training_flag in ("--lr", "--epochs", "--mixup", "--data", "--optimizer"):
+        assert training_flag not in help_text
+    assert run_cli("summary", "basic", "--lr", "0.1").returncode == 2
+
+
+def test_every_flag_has_help_with_its_default():
+    for name, sub in build_parser().get_default("subcommands").items():
+        for action in sub._actions:
+            if action.option_strings and action.dest not in ("help",):
+                assert action.help, (name, action.option_strings)
+
+
+def test_no_arguments_prints_the_short_help():
+    r = run_cli()
+    assert r.returncode == 2 and "COMMAND" in r.stderr and "examples:" in r.stderr
+    r = run_cli("--help")
+    assert r.returncode == 0 and "reglab compare" in r.stdout
+
+
+def test_list_variants_says_what_each_changes():
+    r = run_cli("ablate", "--list-variants")
+    assert r.returncode == 0
+    lines = dict(line.split(None, 1) for line in r.stdout.splitlines())
+    assert "without dropout" in lines["no-dropout"] and "label smoothing" in lines["smoothing[=VALUE]"]
+
+
+# ---------------------------------------------------------------------------- 2. quiet means quiet
+
+
+def test_quiet_prints_nothing_and_bars_never_reach_stdout(data, tmp_path):
+    quiet = run_cli("compare", "--data", str(data), "--out", str(tmp_path / "q"), *TINY, "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == "", (quiet.stdout, quiet.stderr)
+    loud = run_cli("train", "--data", str(data), "--out", str(tmp_path / "l"), *TINY)
+    assert loud.returncode == 0
+    assert loud.stdout.startswith("Epoch 1/1 - ") and "\r" not in loud.stdout and "\x1b" not in loud.stdout
+    assert main(["summary", "basic", "--quiet"]) == 0
+
+
+def test_verbose_adds_the_checkpoint_messages(data, tmp_path):
+    r = run_cli("train", "--data", str(data), "--out", str(tmp_path / "v"), *TINY, "-v")
+    assert "val_loss improved from inf to" in r.stdout
+
+
+def test_the_python_api_is_quiet_when_asked(data, tmp_path, capfd):
+    import reglab
+
+    reglab.train(reglab.Config.preset("basic", data=str(data), image_size=16, epochs=1, device="cpu"),
+                 tmp_path / "run", quiet=True)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+# ----------------------------------------------------------------------------- 3. provenance in every run
+
+
+def test_a_run_says_where_it_came_from(data, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *TINY, "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    p = s["provenance"]
+    assert p["started"] <= p["ended"] and p["started"].endswith("+00:00")
+    assert "train" in p["command"] and str(out) in p["command"]
+    assert p["software"]["reglab"] and p["software"]["torch"] and p["host"] and p["cpu"]
+    assert isinstance(p["cpu_native_bf16"], bool) and p["precision"] in ("fp32", "bf16")
+    assert p["device"] == "cpu" and s["precision"] == p["precision"]
+    git = p["git"]
+    assert git is None or (len(git["commit"]) == 40 and isinstance(git["dirty"], bool))
+    assert s["dataset"]["identity"]["fingerprint"]
+
+
+def test_bench_json_uses_the_same_provenance(data, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--data", str(data), "--device", "cpu", "--image-size", "16", "--steps", "1",
+                 "--skip-experiment", "--naive-batches", "1", "--json", str(out), "--quiet"]) == 0
+    b = json.loads(out.read_text())
+    assert set(b["provenance"]) >= {"host", "cpu", "cpu_native_bf16", "software", "git", "precision", "started"}
+
+
+# ------------------------------------------------------------------------------------- 4. disk that fits
+
+
+def test_a_finished_run_keeps_weights_not_optimizer_state(data, tmp_path):
+    plain, kept = tmp_path / "plain", tmp_path / "kept"
+    common = ["--model", "regularized", "--image-size", "64", "--epochs", "1", "--device", "cpu", "--quiet"]
+    assert main(["train", "--data", str(data), "--out", str(plain), *common]) == 0
+    assert main(["train", "--data", str(data), "--out", str(kept), *common, "--keep-last"]) == 0
+    size = lambda d: sum(p.stat().st_size for p in d.rglob("*") if p.is_file())  # noqa: E731
+    weights = (plain / "best.safetensors").stat().st_size
+    assert not (plain / "last.ckpt").exists() and (kept / "last.ckpt").exists()
+    assert size(plain) < 1.3 * weights  # the weights, plus small metrics, predictions and figures
+    assert size(kept) > 3.5 * weights  # + last.ckpt: weights and Adam's two moments
+    assert main(["train", "--resume", str(kept), "--epochs", "2", "--quiet"]) == 0
