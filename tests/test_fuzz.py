@@ -287,8 +287,8 @@ def expected_scan(root: Path, spec: dict):
         if any(node == ("loop",) for node in entries.values()):
             return "error"  # a visible class-level entry that cannot even be stat'ed
         splits[split] = sorted(n for n, node in entries.items() if node[0] == "dir")
-    if not splits["train"] or not splits["val"] or splits["train"] != splits["val"]:
-        return "error"
+    if len(splits["train"]) < 2 or splits["train"] != splits["val"]:
+        return "error"  # a classifier needs two classes, the same in both splits
     classes = splits["train"]
     files, unreadable = {"train": {}, "val": {}}, set()
 

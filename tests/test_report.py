@@ -1,4 +1,8 @@
-"""Reports rendered from synthetic but well-formed run folders: files, numbers, offline HTML, honest text."""
+"""Reports rendered from synthetic but well-formed run folders: files, numbers, verdicts, offline HTML, honest text.
+
+Every number the statistics produce is checked against scipy (through reglab.stats, itself tested against scipy)
+or computed by hand here; the README's own 2-seed ablation is a regression case.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import csv
 import io
 import json
 import re
+import xml.etree.ElementTree as ET
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from reglab import stats
 from reglab.config import dump_yaml, resolve
@@ -17,14 +24,19 @@ from reglab.errors import UserError
 from reglab.models import build_model, count_params
 from reglab.report import common
 from reglab.report.ablation import render_ablation
-from reglab.report.common import PCT, PP, fmt_int, summary_cell
-from reglab.report.compare import comparison_rows, print_table, render_compare
-from reglab.report.plots import plot_curves
+from reglab.report.ablation import terminal_table as ablation_terminal_table
+from reglab.report.common import COUNT, PCT, PP, analyze, load_study
+from reglab.report.compare import render_compare, terminal_table
+from reglab.report.document import esc, inline_html, plain, visible
+from reglab.report.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
+from reglab.report.single import render_single
 from reglab.rundir import METRIC_COLUMNS, find_runs
 
 CLASSES = ["n01440764", "n02102040", "n02979186", "n03000684"]
 CLASS_NAMES = ["tench", "English springer", "cassette player", "chain saw"]
 SIZE = 32
+NASTY = "a$b|c*_<i>\x1b[31m"  # a class folder name that is markup in every target at once
+MATH = "x $\\frac{$ y"  # mathtext would fail to parse this: matplotlib must not treat it as math
 
 
 def pictures(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -40,31 +52,50 @@ def pictures(rng: np.random.Generator, n: int) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=None)
+def _params(model: str, overrides: str) -> tuple[int, int]:
+    cfg = resolve(flag_values={"model": model, "image_size": SIZE, **json.loads(overrides)})
+    return count_params(build_model(cfg, len(CLASSES)))
+
+
 def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: float, epochs: int = 6,
-             overrides: dict | None = None, n_val: int = 40) -> Path:
-    """One finished run folder whose final restored val accuracy is `acc` and final train-val gap `gap`."""
+             overrides: dict | None = None, n_val: int = 400, *, chosen_on: str = "val", legacy: bool = False,
+             class_names: list[str] | None = None, fingerprint: str = "0123abcd4567ef89", one_class: bool = False,
+             stopped_early: bool = True, epochs_max: int = 20, clean_n: int = 2000, status: str = "finished",
+             failure: str | None = None) -> Path:
+    """One run folder whose restored val accuracy is round(acc * n_val) / n_val (predictions.npz agrees with it
+    image by image) and whose clean-train accuracy is that plus `gap`."""
     out = study / variant / f"seed-{seed}"
     out.mkdir(parents=True)
     cfg = resolve(flag_values={"model": model, "image_size": SIZE, "seed": seed, **(overrides or {})})
     (out / "config.yaml").write_text(dump_yaml(cfg))
     rng = np.random.default_rng(seed * 1000 + int(acc * 1e4))
+    c = len(CLASSES)
+    correct = int(round(acc * n_val))
+    acc = correct / n_val
+    select = chosen_on == "selection split"
 
     rows = []
     for e in range(1, epochs + 1):
         t = e / epochs
-        val = acc * (0.6 + 0.4 * t)
-        rows.append(dict(epoch=e, train_loss=1.5 - t, train_accuracy=min(val + gap * t, 1.0), val_loss=1.4 - 0.8 * t,
-                         val_accuracy=val, lr=1e-3, seconds=2.0))
+        ev = acc * (0.6 + 0.4 * t)
+        row = dict(epoch=e, train_loss=1.5 - t, train_accuracy=min(ev + gap * t, 1.0), lr=1e-3, seconds=2.0)
+        row.update({"select_loss" if select else "val_loss": 1.4 - 0.8 * t,
+                    "select_accuracy" if select else "val_accuracy": ev})
+        rows.append(row)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
     w.writeheader()
     w.writerows(rows)
     (out / "metrics.csv").write_text(buf.getvalue())
 
-    c = len(CLASSES)
-    labels = rng.integers(0, c, n_val)
-    right = rng.random(n_val) < acc
-    pred = np.where(right, labels, (labels + rng.integers(1, c, n_val)) % c)
+    labels = np.arange(n_val) % c
+    right = np.zeros(n_val, bool)
+    right[rng.permutation(n_val)[:correct]] = True
+    wrong_guess = np.zeros(n_val, np.int64) if one_class else (labels + rng.integers(1, c, n_val)) % c
+    if one_class:  # every wrong answer is class 0 (or class 1 where 0 would be right)
+        wrong_guess = np.where(labels == 0, 1, 0)
+    pred = np.where(right, labels, wrong_guess)
     probs = rng.dirichlet(np.ones(c), n_val).astype(np.float32) * 0.3
     probs[np.arange(n_val), pred] += 0.7
     wrong = np.flatnonzero(pred != labels)
@@ -73,31 +104,53 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
              worst_images=pictures(rng, len(worst)))
     np.savez(out / "samples.npz", images=pictures(rng, 4))
 
-    trainable, frozen = count_params(build_model(cfg, c))
+    trainable, frozen = _params(model, json.dumps(overrides or {}, sort_keys=True))
     last = rows[-1]
+    epochs_run = epochs
+    names = class_names or CLASS_NAMES
     summary = {
-        "status": "finished", "model": model, "variant": variant, "seed": seed,
-        "dataset": {"name": "imagenette2-160", "path": "/data/imagenette2-160", "train_size": 9469, "val_size": 3925,
-                    "classes": CLASSES, "class_names": CLASS_NAMES},
-        "device": "cpu", "device_name": "synthetic CPU",
-        "software": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0", "reglab": "0.1.0"},
-        "epochs_run": epochs, "best_epoch": epochs - 1, "stopped_early": False,
+        "status": status, "failure": failure, "model": model, "variant": variant, "seed": seed,
+        "chosen_on": chosen_on,
+        "dataset": {"name": "imagenette2-160", "path": "/data/imagenette2-160", "train_size": 9469 - (947 if select else 0),
+                    "val_size": n_val, "selection_size": 947 if select else 0, "classes": CLASSES, "class_names": names,
+                    "identity": {"classes": CLASSES, "counts": {"train": {k: 2367 for k in CLASSES},
+                                                                "val": {k: n_val // c for k in CLASSES}},
+                                 "digests": {}, "fingerprint": fingerprint}},
+        "device": "cpu", "device_name": "synthetic CPU", "precision": "bf16",
+        "epochs_max": epochs_max, "epochs_run": epochs_run, "best_epoch": epochs_run - 1, "stopped_early": stopped_early,
         "train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
-        "val_loss": last["val_loss"], "val_accuracy": last["val_accuracy"],
-        "restored_val_loss": last["val_loss"] - 0.01, "restored_val_accuracy": acc,
+        "val_loss": None if select else last["val_loss"], "val_accuracy": None if select else last["val_accuracy"],
+        "select_loss": last["select_loss"] if select else None,
+        "select_accuracy": last["select_accuracy"] if select else None,
+        "restored_val_loss": 0.6 - 0.01 * seed, "restored_val_accuracy": acc, "restored_val_correct": correct,
+        "clean_train_accuracy": min(acc + gap, 1.0), "clean_train_images": clean_n,
         "params_trainable": trainable, "params_non_trainable": frozen,
         "wall_seconds": 12.5 + seed, "train_images_per_second": 1000.0, "regularizers": cfg.regularizers(),
+        "provenance": {"started": f"2025-01-0{seed % 9 + 1}T10:00:00+00:00",
+                       "ended": f"2025-01-0{seed % 9 + 1}T11:30:00+00:00",
+                       "command": "reglab compare --out study", "host": "labhost", "platform": "Linux-6.1-x86_64",
+                       "cpu": "Synthetic CPU 9000", "cpu_count": 2, "cpu_native_bf16": True, "gpu": None,
+                       "cuda": None, "device": "cpu", "device_name": "CPU (Synthetic CPU 9000, 2 threads)",
+                       "precision": "bf16",
+                       "software": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0", "reglab": "0.1.0"},
+                       "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True}},
     }
+    if legacy:  # a run folder written before clean accuracy, counts, designs and provenance were recorded
+        for key in ("chosen_on", "restored_val_correct", "clean_train_accuracy", "clean_train_images", "epochs_max",
+                    "provenance", "precision", "select_loss", "select_accuracy"):
+            summary.pop(key)
+        summary["dataset"].pop("identity")
+        summary["software"] = {"python": "3.11.7", "torch": "2.13.0"}
     (out / "summary.json").write_text(json.dumps(summary))
     return out
 
 
-def make_study(root: Path, spec: dict, kind: str = "compare", study_json: bool = True) -> Path:
-    """spec: {variant: (model, overrides, [(seed, acc, gap), ...])}."""
+def make_study(root: Path, spec: dict, kind: str = "compare", study_json: bool = True, **kw) -> Path:
+    """spec: {variant: (model, overrides, [(seed, acc, gap), ...])}; kw go to every make_run."""
     root.mkdir(parents=True, exist_ok=True)
     for variant, (model, overrides, seeds) in spec.items():
         for seed, acc, gap in seeds:
-            make_run(root, variant, model, seed, acc, gap, overrides=overrides)
+            make_run(root, variant, model, seed, acc, gap, overrides=overrides, **kw)
     if study_json:
         seeds = sorted({s for _, _, runs in spec.values() for s, _, _ in runs})
         (root / "study.json").write_text(json.dumps({"kind": kind, "command": f"reglab {kind} --out {root.name}",
@@ -112,17 +165,31 @@ def compare_spec(basic_accs, reg_accs, basic_gap=0.30, reg_gap=0.05):
     }
 
 
-def conclusion_of(md: str) -> str:
-    return md.split("## Conclusion", 1)[1]
+def section(md: str, title: str) -> str:
+    return md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def image_refs(md: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
 
 
+def intervals(text: str, unit: str) -> list[tuple[float, float]]:
+    """Every printed [lo, hi] interval in the given unit ('%' or ' pp')."""
+    u = re.escape(unit)
+    return [(float(a), float(b)) for a, b in re.findall(rf"\[([+-]?[\d.]+){u}, ([+-]?[\d.]+){u}\]", text)]
+
+
+def family_level(m: int) -> float:
+    return 1 - 0.05 / m  # Bonferroni, by hand
+
+
+# --------------------------------------------------------------------------------------- compare report
+
+
 @pytest.fixture(scope="module")
 def compare_study(tmp_path_factory):
-    root = make_study(tmp_path_factory.mktemp("cmp") / "study", compare_spec([0.60, 0.62], [0.75, 0.78]))
+    root = make_study(tmp_path_factory.mktemp("cmp") / "study",
+                      compare_spec([0.60, 0.62, 0.61], [0.75, 0.78, 0.76]))
     md_path, html_path = render_compare(root)
     return root, md_path, html_path
 
@@ -132,157 +199,99 @@ def test_compare_writes_both_files_and_every_referenced_image(compare_study):
     assert md_path == root / "report.md" and html_path == root / "report.html"
     md = md_path.read_text()
     refs = image_refs(md)
-    assert len(refs) >= 9  # 2 curves, overlay, gap, forest, 2 confusion, 2 misclassified, augmentation
+    assert len(refs) >= 10  # 2 curves, 2 forest, overlay, gap, 2 confusion, 2 misclassified, augmentation
     for ref in refs:
         assert (root / ref).is_file() and (root / ref).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", ref
-    assert "```mermaid\nflowchart TD" in md
-    assert "a single seed is an anecdote" not in md.lower()
+    html = html_path.read_text()
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)  # the SVG namespace is a name, not a load
+    srcs = re.findall(r'<img src="([^"]*)"', html)
+    assert len(srcs) == len(refs) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"<(script|link)\b", html)
 
 
-def test_compare_numbers_come_from_summary_json(compare_study):
+def test_model_diagram_is_mermaid_in_markdown_and_svg_in_html(compare_study):
+    _, md_path, html_path = compare_study
+    md, html = md_path.read_text(), html_path.read_text()
+    assert md.count("```mermaid\nflowchart TD") == 2
+    assert "flowchart TD" not in html and "mermaid-source" not in html  # drawn, not shown as source
+    svgs = re.findall(r'<svg class="model-diagram".*?</svg>', html, flags=re.S)
+    assert len(svgs) == 2
+    for svg, model in zip(svgs, ("basic", "regularized")):
+        tree = ET.fromstring(svg)  # well-formed XML
+        ns = "{http://www.w3.org/2000/svg}"
+        texts = [t.text for t in tree.iter(f"{ns}text")]
+        cfg = resolve(flag_values={"model": model, "image_size": SIZE})
+        from reglab.models import layer_table
+        layers = layer_table(build_model(cfg, len(CLASSES)), SIZE)
+        assert sum(t.startswith("Conv2D 3×3") for t in texts) == sum(r["type"] == "Conv2D" for r in layers)
+        assert len(tree.findall(f"{ns}path")) == len(layers)  # one arrow into every layer, from the input on
+        assert f"Input {SIZE}×{SIZE}×3" in texts
+
+
+def test_compare_numbers_come_from_the_runs_and_scipy(compare_study):
     root, md_path, html_path = compare_study
     md, html = md_path.read_text(), html_path.read_text()
-    runs = find_runs(root)
-    for run in runs:
+    for run in find_runs(root):
         s = run.summary
         for text in (md, html):
             assert f"seed {run.seed}: {PCT(s['restored_val_accuracy'])}" in text
-            assert f"seed {run.seed}: {PCT(s['train_accuracy'])}" in text
-            assert fmt_int(s["params_trainable"]) in text
-    for variant in ("basic", "regularized"):
-        accs = [r.summary["restored_val_accuracy"] for r in runs if r.variant == variant]
-        cell = summary_cell(accs, PCT)
-        assert "±" in cell and cell in md
-        ci = stats.mean_ci(accs)
-        assert f"[{PCT(ci['lo'], mean=True)}, {PCT(ci['hi'], mean=True)}]" in md
-    reg = [r.summary["restored_val_accuracy"] for r in runs if r.variant == "regularized"]
-    basic = [r.summary["restored_val_accuracy"] for r in runs if r.variant == "basic"]
-    w = stats.welch(reg, basic)
-    assert f"{PP(w['diff'])} (95% CI [{PP(w['lo'])}, {PP(w['hi'])}], {common.p_text(w['p'], 'Welch p')})" in md
-    # the dataset, device and software are read from the runs
-    assert "9,469 training images" in md and "3,925 validation images" in md and "English springer" in md
-    assert "synthetic CPU" in md and "torch 2.13.0" in md and "5m 21s" in md  # study.json wall_seconds 321
+            assert f"seed {run.seed}: {PCT(s['clean_train_accuracy'])}" in text
+    basic = [0.60, 0.62, 0.61]
+    reg = [0.75, 0.78, 0.76]
+    # a 3-seed Student t interval, by hand with scipy
+    m, sd = np.mean(reg), np.std(reg, ddof=1)
+    half = sps.t.ppf(0.975, 2) * sd / np.sqrt(3)
+    assert f"{PCT(m, mean=True)} [{PCT(m - half, mean=True)}, {PCT(m + half, mean=True)}]" in md
+    # the accuracy difference: Welch at the Bonferroni level for 2 comparisons, on integer counts of 400 images
+    level = family_level(2)
+    a, b = np.round(np.array(reg) * 400), np.round(np.array(basic) * 400)
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    d = (a.mean() - b.mean()) / 400
+    h = sps.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb) / 400
+    row = section(md, "Differences and verdicts")
+    assert f"| `regularized` − `basic` | {PP(d)} | [{PP(d - h)}, {PP(d + h)}] | Welch t, seed level (df {df:.1f}) |" in row
+    assert "**differs**: `regularized` is higher than `basic` by 15.33 pp" in row
+    assert "2 comparisons, Bonferroni-simultaneous 95% intervals (each at 97.5%)" in md
+    # the probability of superiority over the 9 seed pairs, and the minimum detectable difference
+    assert "1.00 (in 9 of 9 seed pairs; resolution 1/9)" in row
+    mdd = stats.min_detectable_difference(np.std(reg, ddof=1), 3, np.std(basic, ddof=1), 3, alpha=1 - level)
+    assert f"≈ {PP(mdd).lstrip('+')}" in row
+    # the dataset, device, software and provenance are read from the runs
+    assert "9,469 training images" in md and "400 validation images" in md and "English springer" in md
+    assert "5m 21s" in md  # study.json wall_seconds 321
+    setup = section(md, "Setup and provenance")
+    for needle in ("2025-01-01T10:00:00+00:00", "2025-01-03T11:30:00+00:00", "`reglab compare --out study`",
+                   "0.1.0", "0123456789ab (dirty: uncommitted changes)", "labhost", "Synthetic CPU 9000",
+                   "native bf16: yes", "torch 2.13.0", "bf16 (6 runs)", "`0123abcd4567ef89`", "none used"):
+        assert needle in setup, needle
 
 
-def test_compare_html_is_self_contained(compare_study):
-    _, md_path, html_path = compare_study
-    html = html_path.read_text()
-    assert not re.search(r"https?://", html)
-    srcs = re.findall(r'<img src="([^"]*)"', html)
-    assert len(srcs) == len(image_refs(md_path.read_text()))
-    assert all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert not re.search(r"<(script|link)\b", html)
-    assert 'id="key-differences"' in html and '<pre class="mermaid-source">flowchart TD' in html
+def test_fewer_than_five_seeds_is_said(compare_study):
+    md = compare_study[1].read_text()
+    assert "run at least 5 seeds (`--seeds 5`)" in md
 
 
-def test_conclusion_direction_follows_the_numbers(tmp_path):
-    better = conclusion_of(render_compare(make_study(tmp_path / "a", compare_spec([0.60, 0.62], [0.75, 0.78])))[0].read_text())
-    worse = conclusion_of(render_compare(make_study(tmp_path / "b", compare_spec([0.75, 0.78], [0.60, 0.62])))[0].read_text())
-    assert "`regularized` generalises better than `basic`:" in better and "distinguishable from noise" in better
-    assert "does not generalise" not in better
-    assert "`regularized` does not generalise better than `basic`:" in worse
-    assert "`regularized` generalises better than" not in worse
-    assert "+15.50 pp" in better and "-15.50 pp" in worse  # (0.75 + 0.78) / 2 - (0.60 + 0.62) / 2
+def test_design_is_said_plainly(compare_study, tmp_path):
+    md = compare_study[1].read_text()
+    assert "selected on the same images that judge it: optimistic" in md
+    root = make_study(tmp_path / "s", compare_spec([0.60, 0.62], [0.75, 0.78]), chosen_on="selection split")
+    an = analyze(load_study(root), "basic")
+    assert an.accuracy[0].verdict in ("differs", "inconclusive")
+    text = common.design_text(load_study(root).runs, "selection split")
+    assert "test accuracy: val/ evaluated once, selection on 947 held-out training images" in text
 
 
-def test_overlapping_results_are_called_noise(tmp_path):
-    md = render_compare(make_study(tmp_path / "s", compare_spec([0.70, 0.76], [0.72, 0.75])))[0].read_text()
-    text = conclusion_of(md)
-    assert "not distinguishable from noise" in text
-    assert "`regularized` generalises better than" not in text
-
-
-def test_single_seed_is_called_an_anecdote(tmp_path):
-    root = make_study(tmp_path / "s", compare_spec([0.60], [0.75]), study_json=False)
-    md = render_compare(root)[0].read_text()
-    assert "a single seed is an anecdote" in md.lower()
-    assert "anecdote" in conclusion_of(md)
-    assert "On this one seed, `regularized` generalises better than `basic`:" in md
-    assert "sum of the runs' wall times; no study.json" in md
-    run = find_runs(root)[0]
-    assert PCT(run.summary["restored_val_accuracy"]) in md
-
-
-def test_comparison_rows_and_terminal_table(compare_study):
+def test_terminal_table_shows_the_report_cells_without_markup(compare_study):
     from rich.console import Console
 
     root, md_path, _ = compare_study
-    rows = comparison_rows(find_runs(root))
-    assert [r["Aspect"] for r in rows][0] == "Architecture"
-    assert set(rows[0]) == {"Aspect", "basic", "regularized"}
-    regs = next(r for r in rows if r["Aspect"] == "Regularization techniques")
-    assert regs["basic"] == "none" and "batch normalization" in regs["regularized"]
-    md = md_path.read_text()
-    for row in rows:
-        for cell in row.values():
-            assert cell.replace("|", "\\|") in md  # the terminal table and the report show the same cells
-    console = Console(record=True, width=200)
-    print_table(rows, console=console)
+    console = Console(record=True, width=250)
+    terminal_table(root, console=console)
     out = console.export_text()
-    assert "basic" in out and "Regularization techniques" in out
-
-
-@pytest.fixture(scope="module")
-def ablation_study(tmp_path_factory):
-    full = ("regularized", None, [(0, 0.80, 0.05), (1, 0.81, 0.06), (2, 0.82, 0.05)])
-    spec = {
-        "full": full,
-        "no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0},
-                       [(0, 0.70, 0.20), (1, 0.71, 0.22), (2, 0.705, 0.21)]),
-        "no-augment": ("regularized", {"augment": "none"}, [(0, 0.79, 0.07), (1, 0.83, 0.06), (2, 0.80, 0.08)]),
-    }
-    root = make_study(tmp_path_factory.mktemp("abl") / "study", spec, kind="ablate")
-    return root, *render_ablation(root, baseline="full")
-
-
-def test_ablation_report(ablation_study):
-    root, md_path, html_path = ablation_study
-    md, html = md_path.read_text(), html_path.read_text()
-    for ref in image_refs(md):
-        assert (root / ref).is_file()
-    assert {"figures/forest.png", "figures/gap.png", "figures/curves-no-dropout.png"} <= set(image_refs(md))
-    assert not re.search(r"https?://", html)
-    runs = find_runs(root)
-    for run in runs:
-        assert f"seed {run.seed}: {PCT(run.summary['restored_val_accuracy'])}" in md
-    groups = {v: [r.summary["restored_val_accuracy"] for r in runs if r.variant == v]
-              for v in ("full", "no-dropout", "no-augment")}
-    tests = {v: stats.welch(groups[v], groups["full"]) for v in ("no-dropout", "no-augment")}
-    holm = dict(zip(tests, stats.holm([t["p"] for t in tests.values()])))
-    for v, t in tests.items():
-        row = f"| `{v}` − `full` | {PP(t['diff'])} | [{PP(t['lo'])}, {PP(t['hi'])}] | {common.fmt_p(t['p'])} | "
-        assert row + f"{common.fmt_p(holm[v])} |" in md
-    concl = md.split("## Conclusions", 1)[1]
-    assert "`no-dropout` is lower than `full` by 10.50 pp" in concl
-    assert "Not distinguishable from noise in restored-best validation accuracy: `no-augment`" in concl
-    assert "includes 0" in concl
-    assert "1 of 2 variants differ distinguishably from `full` in restored-best validation accuracy" in concl
-    assert "Highest mean restored-best validation accuracy: the baseline `full`" in concl
-
-
-def test_ablation_without_the_baseline_compares_with_the_first_variant_and_says_so(tmp_path):
-    spec = {"no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0}, [(0, 0.70, 0.20)]),
-            "none": ("none", None, [(0, 0.65, 0.30)])}
-    md = render_ablation(make_study(tmp_path / "s", spec, kind="ablate"), baseline="full")[0].read_text()
-    assert "the requested baseline `full` is not in this study" in md
-    assert "| `none` − `no-dropout` | -5.00 pp | n/a |" in md  # one seed: no interval
-    assert "anecdote" in md
-
-
-def test_ablation_terminal_table(ablation_study):
-    from rich.console import Console
-
-    from reglab.report.ablation import print_ablation_table
-
-    console = Console(record=True, width=200)
-    print_ablation_table(ablation_study[0], console=console)
-    out = console.export_text()
-    assert "full (baseline)" in out and "no-dropout" in out and "`" not in out
-
-
-def test_empty_study_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="no finished runs"):
-        render_compare(tmp_path)
+    assert "Regularization techniques" in out and "`" not in out and "**" not in out
+    assert "differs: higher by 15.33 pp" in out
+    assert "3 of 3 finished (0, 1, 2)" in out
 
 
 def test_a_copied_study_renders_the_identical_report(compare_study, tmp_path):
@@ -296,11 +305,442 @@ def test_a_copied_study_renders_the_identical_report(compare_study, tmp_path):
     assert render_compare(copy)[0].read_text() == md_path.read_text()  # no path or time baked in
 
 
-def test_plot_curves_is_the_notebook_figure(tmp_path):
+# ------------------------------------------------------------------------------------ verdicts, by design
+
+
+def _study(tmp_path, name, basic, reg, n_val=2000):
+    return load_study(make_study(tmp_path / name, compare_spec(basic, reg), n_val=n_val), warn_stderr=False)
+
+
+def test_the_three_verdicts(tmp_path):
+    level = family_level(2)
+    # clearly differs: 5 seeds each, 15 points apart
+    s = _study(tmp_path, "differs", [0.600, 0.605, 0.610, 0.603, 0.608], [0.750, 0.752, 0.748, 0.755, 0.751])
+    c = analyze(s, "basic", 0.01).accuracy[0]
+    assert c.verdict == "differs" and c.seed_level and c.lo > 0.13
+    w = stats.welch(s.variants["regularized"].values("acc"), s.variants["basic"].values("acc"), level, n_images=2000)
+    assert (c.lo, c.hi) == pytest.approx((w["lo"], w["hi"]), abs=1e-12)
+    assert common.superiority_text(c) == "1.00 (in 25 of 25 seed pairs; resolution 1/25)"
+    assert "**differs**: `regularized` is higher than `basic` by 14.60 pp" == common.verdict_text(c, 0.01)
+    # clearly equivalent: 10 seeds each within a few images of 80%
+    eq_a = [0.8000, 0.8005, 0.7995, 0.8010, 0.7990, 0.8000, 0.8005, 0.7995, 0.8000, 0.8005]
+    eq_b = [0.8005, 0.8000, 0.8010, 0.7995, 0.8000, 0.8005, 0.7990, 0.8000, 0.8005, 0.8000]
+    s = _study(tmp_path, "equivalent", eq_a, eq_b)
+    c = analyze(s, "basic", 0.01).accuracy[0]
+    assert c.verdict == "equivalent" and -0.01 < c.lo < c.hi < 0.01
+    assert common.verdict_text(c, 0.01) == "**equivalent within ±1 pp**: the whole interval lies inside the margin"
+    # the same conclusion as the two one-sided tests at the matching level
+    assert stats.tost(eq_b, eq_a, 0.01, alpha=(1 - level) / 2, n_images=2000)["equivalent"]
+    # inconclusive: 3 seeds with a wide spread; the verdict gives the range the data allow
+    s = _study(tmp_path, "inconclusive", [0.60, 0.70, 0.65], [0.62, 0.72, 0.60])
+    c = analyze(s, "basic", 0.01).accuracy[0]
+    assert c.verdict == "inconclusive" and c.lo < 0 < c.hi
+    assert common.verdict_text(c, 0.01) == f"**inconclusive**: the data allow differences from {PP(c.lo)} to {PP(c.hi)}"
+
+
+def test_a_small_difference_that_is_certain_differs_but_inside_the_margin(tmp_path):
+    s = _study(tmp_path, "s", [0.800, 0.8005, 0.800, 0.8005, 0.800], [0.805, 0.8055, 0.805, 0.8055, 0.805])
+    c = analyze(s, "basic", 0.01).accuracy[0]
+    assert c.verdict == "differs" and 0 < c.lo and c.hi < 0.01
+    assert common.verdict_text(c, 0.01).startswith("**differs, but by less than the ±1 pp margin**: `regularized` is "
+                                                   "higher than `basic` by 0.50 pp")
+
+
+def test_zero_variance_groups_are_decided_at_the_image_level(tmp_path):
+    n = 3925
+    s = _study(tmp_path, "s", [357 / n] * 3, [347 / n] * 3, n_val=n)
+    assert stats.welch([347 / n] * 3, [357 / n] * 3, n_images=n)["zero_variance"]
+    an = analyze(s, "basic", 0.01)
+    c = an.accuracy[0]
+    assert not c.seed_level and "two-level bootstrap" in c.method and "no seed-to-seed spread" in c.note
+    correct = {v: np.stack([f.correctness for f in s.variants[v].runs]) for v in ("regularized", "basic")}
+    boot = stats.two_level_bootstrap({"v": correct["regularized"], "r": correct["basic"]}, "r", an.level, 2000, 0)["v"]
+    assert (c.lo, c.hi) == pytest.approx((boot["lo"], boot["hi"]))
+    assert c.diff == pytest.approx(-10 / n)
+    assert c.verdict == stats.verdict(c.lo, c.hi, 0.01) == "inconclusive"  # 10 images of 3,925 either way
+
+
+def test_the_gap_bootstrap_matches_its_normal_approximation(tmp_path):
+    """One seed each: the gap difference's interval from images (val/ paired, clean samples binomial) has about the
+    half-width of the normal approximation with the same variances, and is centred on the observed difference."""
+    s = _study(tmp_path, "s", [0.60], [0.75], n_val=2000)
+    an = analyze(s, "basic", 0.01)
+    c = an.gap[0]
+    assert c.method.startswith("bootstrap over images (one seed each)") and c.note.endswith("image level")
+    v, r = s.variants["regularized"].runs[0], s.variants["basic"].runs[0]
+    var_clean = sum(f.clean * (1 - f.clean) / f.clean_n for f in (v, r))
+    a_only, b_only = np.mean(v.correctness & ~r.correctness), np.mean(~v.correctness & r.correctness)
+    var_val = (a_only + b_only - (a_only - b_only) ** 2) / 2000  # paired difference of two accuracies
+    half = sps.norm.ppf(0.5 + an.level / 2) * np.sqrt(var_clean + var_val)
+    assert c.diff == pytest.approx((v.clean - v.acc) - (r.clean - r.acc))
+    assert (c.hi - c.lo) / 2 == pytest.approx(half, rel=0.1)
+    assert (c.lo + c.hi) / 2 == pytest.approx(c.diff, abs=0.2 * half)
+
+
+# ----------------------------------------------------------------------------- one seed: images only
+
+
+def test_one_seed_each_uses_images_and_mcnemar_and_never_says_more(tmp_path):
+    root = make_study(tmp_path / "s", compare_spec([0.70], [0.72]), study_json=False)
+    md = render_compare(root)[0].read_text()
+    study = load_study(root, warn_stderr=False)
+    c = analyze(study, "basic").accuracy[0]
+    assert c.method.startswith("bootstrap over images (one seed each)")
+    ca, cb = study.variants["regularized"].runs[0].correctness, study.variants["basic"].runs[0].correctness
+    mc = stats.mcnemar_exact(ca, cb)
+    assert c.mcnemar == mc
+    boot = stats.two_level_bootstrap({"v": ca[None], "r": cb[None]}, "r", family_level(2), 2000, 0)["v"]
+    assert (c.lo, c.hi) == pytest.approx((boot["lo"], boot["hi"]))
+    concl = section(md, "Conclusion")
+    assert f"({mc['a_only']} vs {mc['b_only']}): {common.p_text(mc['p'])}" in concl
+    # the README's "On this one seed, regularized generalises better" for a 2-point difference on 400 images
+    assert "generalises better" not in md and "On this one seed" not in md
+    assert c.verdict == "inconclusive" and "**inconclusive**: the data allow differences from" in concl
+    assert "another seed could give another answer" in concl
+    # one seed: a Wilson interval for the run's accuracy, on its integer count
+    lo, hi = sps.binomtest(288, 400).proportion_ci(method="wilson")
+    assert f"72.00% (288 of 400; Wilson 95% [{PCT(lo)}, {PCT(hi)}])" in md
+    assert "sum of the runs' wall times; no study.json" in md
+
+
+# ------------------------------------------------------------------------------ the README's own ablation
+
+
+README = {  # the README's CPU ablation, 2 seeds each: (accuracy, old gap) per seed
+    "full": ("regularized", None, [(0, 0.5269, 0.0101), (1, 0.4994, -0.0103)]),
+    "no-augment": ("regularized", {"augment": "none"}, [(0, 0.6433, 0.0640), (1, 0.6092, 0.0554)]),
+    "no-batchnorm": ("regularized", {"batchnorm": False}, [(0, 0.3804, 0.0133), (1, 0.0910, -0.0229)]),
+    "no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0}, [(0, 0.5778, 0.0924), (1, 0.5401, 0.0190)]),
+    "none": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0, "batchnorm": False, "augment": "none"},
+             [(0, 0.6339, 0.1027), (1, 0.6064, 0.0689)]),
+    "basic": ("basic", None, [(0, 0.6510, 0.1707), (1, 0.6502, 0.1537)]),
+}
+
+
+@pytest.fixture(scope="module")
+def readme_ablation(tmp_path_factory):
+    root = make_study(tmp_path_factory.mktemp("readme") / "study", README, kind="ablate", n_val=3925)
+    md_path, html_path = render_ablation(root, baseline="full")
+    return root, md_path.read_text(), html_path.read_text()
+
+
+def test_readme_ablation_prints_no_interval_outside_the_possible_range(readme_ablation):
+    _, md, _ = readme_ablation
+    assert not re.search(r"-160\.\d|207\.\d", md)  # the old "[-160.31%, 207.45%]"
+    assert not re.search(r"\d% ± \d", md)  # nor a mean ± half-width at df = 1 ("23.57% ± 183.88%")
+    pct = intervals(md, "%")
+    assert pct and all(0.0 <= lo <= hi <= 100.0 for lo, hi in pct), pct
+    pp = intervals(md, " pp")
+    acc_rows = section(md, "Differences from `full`").split("## Generalization gap")[0]
+    assert all(-100.0 <= lo <= hi <= 100.0 for lo, hi in intervals(acc_rows, " pp"))
+    assert all(-200.0 <= lo <= hi <= 200.0 for lo, hi in pp)
+    # two seeds: the seeds' values, not a df = 1 interval
+    assert "38.04%, 9.10% (mean 23.57%)" in md and "52.69%, 49.94% (mean 51.31%)" in md
+
+
+def test_readme_ablation_verdicts_agree_with_their_intervals(readme_ablation):
+    root, md, _ = readme_ablation
+    assert "not distinguishable" not in md.lower() and "no effect" not in md.lower()
+    study = load_study(root, warn_stderr=False)
+    an = analyze(study, "full")
+    assert an.m == 10 and an.level == pytest.approx(0.995)
+    for c in an.accuracy + an.gap:
+        excludes = c.lo > 0 or c.hi < 0
+        assert (c.verdict == "differs") == excludes
+        assert c.seed_level and c.method.startswith("Welch t, seed level")
+        key = "acc" if c.metric == "accuracy" else "gap"
+        a, b = study.variants[c.variant].values(key), study.variants["full"].values(key)
+        w = stats.welch(a, b, an.level, n_images=3925 if key == "acc" else None)
+        assert c.lo == pytest.approx(max(w["lo"], -1 if key == "acc" else -2))
+        assert c.hi == pytest.approx(min(w["hi"], 1 if key == "acc" else 2))
+    # the old report's "distinguishable" basic gap ([+10.3, +22.1] pp, Holm p = 0.037) at 99.5% with df near 1
+    gap = an.get("gap", "basic")
+    assert gap.verdict == "inconclusive" and gap.lo < 0 < gap.hi
+    assert "1 of 2 at chance" in md and "no-batchnorm` seed 1 is **at chance**" in md
+    assert "10 comparisons, Bonferroni-simultaneous 95% intervals (each at 99.5%)" in md
+
+
+def test_readme_ablation_names_the_at_chance_seed(readme_ablation):
+    _, md, _ = readme_ablation
+    p = sps.binomtest(357, 3925, 0.25, alternative="greater").pvalue  # 4 classes in the synthetic runs
+    assert p > 0.05
+    assert f"accuracy 9.10% (357 of 3925) is not shown to be above chance (1/4 = 25.00%; one-sided exact " \
+           f"binomial {common.p_text(p)})" in md
+    runs = section(md, "Runs")
+    assert "| `no-batchnorm` | 2 of 2 |" in runs and "| seed 1 |" in runs
+
+
+# --------------------------------------------------------------------------------- no run vanishes
+
+
+def test_failed_damaged_and_interrupted_runs_are_named_and_counted(tmp_path, capsys):
+    root = make_study(tmp_path / "s", compare_spec([0.60, 0.62], [0.75, 0.78]))
+    make_run(root, "basic", "basic", 2, 0.5, 0.2, status="failed", failure="the loss became NaN at epoch 3")
+    make_run(root, "regularized", "regularized", 2, 0.5, 0.2, status="interrupted")
+    damaged = make_run(root, "regularized", "regularized", 3, 0.5, 0.2)
+    (damaged / "summary.json").write_text('{"status": "finished", "restored_val_acc')  # cut off mid-write
+    md = render_compare(root)[0].read_text()
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("reglab: warning: run ") for line in lines), err
+    assert f"run {root / 'basic' / 'seed-2'} failed: the loss became NaN at epoch 3" in err
+    assert f"run {root / 'regularized' / 'seed-2'} was interrupted:" in err
+    assert f"run {root / 'regularized' / 'seed-3'} is damaged: {damaged / 'summary.json'} is damaged" in err
+    assert "Traceback" not in err
+    runs = section(md, "Runs")
+    lo, hi = stats.binomial_ci(2, 3)
+    assert f"| `basic` | 2 of 3 | [{lo:.0%}, {hi:.0%}] | seed 2: **failed**: the loss became NaN at epoch 3 |" in runs
+    lo, hi = stats.binomial_ci(2, 4)
+    assert f"| `regularized` | 2 of 4 | [{lo:.0%}, {hi:.0%}] |" in runs
+    assert "seed 3: **damaged**:" in runs and "seed 2: **interrupted**:" in runs
+    assert md.count("> **Warning:** Run ") == 3
+    # the unfinished runs are not in any number
+    assert "2 of 3 finished (0, 1); seed 2 failed" in md
+
+
+def test_a_study_with_no_finished_run_is_one_user_error(tmp_path):
+    root = tmp_path / "s"
+    make_run(root, "basic", "basic", 0, 0.5, 0.2, status="failed", failure="out of memory")
+    with pytest.raises(UserError, match=r"no finished runs under .*\(found 1 failed\)") as e:
+        render_compare(root)
+    assert "\n" not in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"no finished runs under .*expected"):
+        render_compare(tmp_path / "empty")
+
+
+def test_an_at_chance_pair_is_not_ranked(tmp_path, capsys):
+    from rich.console import Console
+
+    root = make_study(tmp_path / "s", compare_spec([0.25, 0.26], [0.20, 0.21]))
+    study = load_study(root)
+    err = capsys.readouterr().err
+    assert err.count("is at chance") == 4
+    an = analyze(study, "basic")
+    for c in an.accuracy + an.gap:
+        assert c.not_ranked
+        assert common.verdict_text(c, 0.01) == "**not ranked**: `regularized` and `basic` are both at chance"
+    md = render_compare(root)[0].read_text()
+    concl = section(md, "Conclusion")
+    assert "higher than" not in concl and "lower than" not in concl and "**not ranked**" in concl
+    console = Console(record=True, width=250)
+    terminal_table(root, console=console)
+    out = console.export_text()
+    assert "at chance" in out and "not ranked (both at chance)" in out
+
+
+def test_predicting_one_class_for_most_images_is_flagged(tmp_path):
+    root = make_study(tmp_path / "s", compare_spec([0.40], [0.75]), one_class=True)
+    f = load_study(root, warn_stderr=False).variants["basic"].runs[0]
+    guess = f.predictions["probs"].argmax(axis=1)
+    share = np.mean(guess == 0)
+    assert share > 0.5 and f.acc == 0.40  # 40% right: above chance (25%) on the binomial test alone
+    assert sps.binomtest(160, 400, 0.25, alternative="greater").pvalue < 0.05
+    assert f.at_chance and f"predicts one class (tench) for {share:.0%} of the images (it is 25% of them)" \
+        in f.chance_reason
+
+
+# ------------------------------------------------------------------------------------------- display
+
+
+def test_names_from_the_data_are_escaped_everywhere(tmp_path, capsys):
+    from rich.console import Console
+
+    names = [NASTY, MATH, "cassette player", "chain saw"]
+    spec = {"odd|name*": ("basic", None, [(0, 0.60, 0.3)]), "regularized": ("regularized", None, [(0, 0.75, 0.05)])}
+    root = make_study(tmp_path / "s", spec, class_names=names)
+    md_path, html_path = render_compare(root)  # matplotlib would fail on MATH as mathtext
+    md, html = md_path.read_text(), html_path.read_text()
+    # Markdown: every special character escaped, the escape sequence visible, the table intact
+    assert r"a\$b\|c\*\_\<i\>\\x1b\[31m" in md
+    assert "odd\\|name\\*" in md and "`odd|name*`" not in md
+    assert "\x1b" not in md and "\x1b" not in html
+    per_class = next(line for line in md.splitlines() if line.startswith(r"| a\$b"))
+    assert len(re.findall(r"(?<!\\)\|", per_class)) == 4  # class | basic | regularized: no cell split by the name
+    # HTML: the name as text, nothing interpreted
+    assert "a$b|c*_&lt;i&gt;\\x1b[31m" in html and "<i>" not in html
+    assert "odd|name*" in html
+    # the stderr and terminal lines are single lines without escape sequences
+    console = Console(record=True, width=300)
+    terminal_table(root, console=console)
+    out = console.export_text()
+    assert "\x1b" not in out and "odd|name*" in out
+    assert "\x1b" not in capsys.readouterr().err
+
+
+def test_escaping_helpers():
+    assert visible("a\nb\x1b[0m\u2028") == "a\\nb\\x1b[0m\\u2028"
+    assert esc(NASTY) == r"a\$b\|c\*\_\<i\>\\x1b\[31m"
+    assert plain(esc(NASTY)) == visible(NASTY)
+    assert inline_html(esc("<b>&`x`")) == "&lt;b&gt;&amp;`x`"
+    assert inline_html("**bold** and `code`") == "<strong>bold</strong> and <code>code</code>"
+    assert mpl_text("cost $5 and $6\n") == r"cost \$5 and \$6\n"
+
+
+def test_whole_numbers_print_as_whole_numbers():
+    assert COUNT(6.0) == "6" and COUNT(6.0, mean=True) == "6" and COUNT(6.5, mean=True) == "6.5"
+    assert common.seed_summary([6.0, 6.0], COUNT, common.NONNEG) == "6 (both seeds)"
+    assert common.seed_summary([6.0, 7.0], COUNT, common.NONNEG) == "6, 7 (mean 6.5)"
+
+
+def test_seed_intervals_are_clipped_to_the_range_and_say_so():
+    vals = [0.99, 0.999, 0.90]
+    m, sd = np.mean(vals), np.std(vals, ddof=1)
+    lo = m - sps.t.ppf(0.975, 2) * sd / np.sqrt(3)
+    assert m + sps.t.ppf(0.975, 2) * sd / np.sqrt(3) > 1  # unclipped, the interval leaves [0, 100%]
+    assert common.seed_summary(vals, PCT) == f"{PCT(m, mean=True)} [{PCT(lo, mean=True)}, 100.00%] (clipped)"
+
+
+def test_epochs_at_the_cap_are_censored(tmp_path):
+    root = tmp_path / "s"
+    make_run(root, "basic", "basic", 0, 0.6, 0.3, epochs=6, epochs_max=6, stopped_early=False)
+    make_run(root, "basic", "basic", 1, 0.6, 0.3, epochs=4, epochs_max=6, stopped_early=True)
+    make_run(root, "regularized", "regularized", 0, 0.7, 0.1, epochs=6, epochs_max=6, stopped_early=False)
+    study = load_study(root, warn_stderr=False)
+    basic, reg = study.variants["basic"], study.variants["regularized"]
+    assert basic.runs[0].epochs_text() == "ran all 6 epochs (the cap)"
+    assert basic.runs[1].epochs_text() == "stopped early at epoch 4"
+    assert common.epochs_cell(basic) == "≥ 5 (1 of 2 at the 6-epoch cap; 6 (cap), 4)"
+    assert common.epochs_cell(reg) == "6 (cap)"
+
+
+def test_different_data_and_mixed_designs_are_warned_about(tmp_path, capsys):
+    root = tmp_path / "s"
+    make_run(root, "basic", "basic", 0, 0.6, 0.3, fingerprint="aaaa1111aaaa1111")
+    make_run(root, "regularized", "regularized", 0, 0.75, 0.05, fingerprint="bbbb2222bbbb2222",
+             chosen_on="selection split")
+    md = render_compare(root)[0].read_text()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "were trained on different data" in err and "mix designs" in err
+    assert "> **Warning:** **These runs were trained on different data**" in md
+    assert "data `aaaa1111aaaa1111`: `basic` seed 0; data `bbbb2222bbbb2222`: `regularized` seed 0" in md
+    assert "**Mixed designs**" in md and "mixed designs" in md
+
+
+def test_an_old_run_folder_renders_with_its_fallbacks(tmp_path, capsys):
+    root = make_study(tmp_path / "s", compare_spec([0.60], [0.75]), legacy=True)
+    md = render_compare(root)[0].read_text()
+    assert "Traceback" not in capsys.readouterr().err
+    study = load_study(root, warn_stderr=False)
+    f = study.variants["basic"].runs[0]
+    assert f.correct == 240 and not f.gap_measured
+    assert f.gap == pytest.approx(f.summary["train_accuracy"] - f.summary["val_accuracy"])
+    assert "Older run folders have no clean training accuracy" in md
+    assert "not recorded (an older run)" in md
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def test_the_gap_grid_reads_at_page_width(tmp_path):
+    from PIL import Image
+
+    rows = [dict(epoch=e, train_loss=1 / e, train_accuracy=0.5 + e / 20, val_loss=1.2 / e, val_accuracy=0.45 + e / 25)
+            for e in range(1, 6)]
+    panels = {f"variant-{k}": {"series": {0: rows, 1: rows}, "measured": [(4, 0.8, 0.6)]} for k in range(8)}
+    plot_gap_grid(panels, tmp_path / "gap.png")
+    w, h = Image.open(tmp_path / "gap.png").size
+    assert w <= 1400 and h >= 3 * 250  # 3 panels a row, 3 rows; the old figure was 3360 x 400
+
+
+def test_forest_plot_is_sorted_and_clipped_to_the_possible_range(tmp_path):
+    items = [dict(label="small", diff=1.0, lo=-2.0, hi=4.0, seeds=[0.5, 1.5]),
+             dict(label="huge", diff=20.0, lo=-160.0, hi=207.0, seeds=[35.0, 5.0]),
+             dict(label="none", diff=-3.0, lo=float("nan"), hi=float("nan"), seeds=[-3.0])]
+    drawn = plot_forest(items, tmp_path / "forest.png", "Difference (pp)", limit=100.0, margin=1.0)
+    assert drawn["order"] == ["huge", "small", "none"]  # sorted by effect, top to bottom
+    assert drawn["xlim"][0] >= -100.0 and drawn["xlim"][1] <= 100.0
+    assert drawn["arrows"] == ["huge<", "huge>"]  # both ends of the clipped interval are marked
+
+
+def test_plot_curves_is_the_notebook_figure_with_either_design(tmp_path):
     from PIL import Image
 
     rows = [dict(epoch=e, train_loss=1 / e, train_accuracy=0.5 + e / 20, val_loss=1.2 / e, val_accuracy=0.45 + e / 25,
                  lr=1e-3, seconds=1.0) for e in range(1, 6)]
     plot_curves(rows, tmp_path / "curves.png", title="basic (seed 0)")
     assert Image.open(tmp_path / "curves.png").size == (1200, 400)  # 12 x 4 inches at 100 dpi
+    select = [dict(r, val_loss=None, val_accuracy=None, select_loss=r["val_loss"], select_accuracy=r["val_accuracy"])
+              for r in rows]
+    plot_curves(select, tmp_path / "select.png", title="selection split")
+    assert Image.open(tmp_path / "select.png").size == (1200, 400)
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temporary left behind
+
+
+# ------------------------------------------------------------------------------------------- ablation
+
+
+def test_ablation_report(tmp_path):
+    full = ("regularized", None, [(0, 0.80, 0.05), (1, 0.81, 0.06), (2, 0.82, 0.05)])
+    spec = {
+        "full": full,
+        "no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0},
+                       [(0, 0.70, 0.20), (1, 0.71, 0.22), (2, 0.705, 0.21)]),
+        "no-augment": ("regularized", {"augment": "none"}, [(0, 0.79, 0.07), (1, 0.83, 0.06), (2, 0.80, 0.08)]),
+    }
+    root = make_study(tmp_path / "study", spec, kind="ablate", n_val=2000)
+    md_path, html_path = render_ablation(root, baseline="full")
+    md, html = md_path.read_text(), html_path.read_text()
+    for ref in image_refs(md):
+        assert (root / ref).is_file()
+    assert {"figures/forest.png", "figures/forest-gap.png", "figures/gap.png",
+            "figures/curves-no-dropout.png"} <= set(image_refs(md))
+    assert 'id="ablation-differences"' in html
+    an = analyze(load_study(root, warn_stderr=False), "full")
+    assert an.m == 4 and an.level == pytest.approx(0.9875)
+    drop = an.get("accuracy", "no-dropout")
+    assert drop.verdict == "differs" and drop.hi < 0
+    concl = section(md, "Conclusions")
+    assert "`no-dropout` is lower than `full` by 10.50 pp" in concl
+    assert "inconclusive: `no-augment`" in concl
+    assert "1 of 2 variants differ from `full` in headline accuracy" in concl
+    assert "Bonferroni" in md and "Holm" in md  # says why Bonferroni and not Holm
+
+
+def test_ablation_without_the_baseline_compares_with_the_first_variant_and_says_so(tmp_path):
+    from rich.console import Console
+
+    spec = {"no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0}, [(0, 0.70, 0.20)]),
+            "none": ("none", None, [(0, 0.65, 0.30)])}
+    root = make_study(tmp_path / "s", spec, kind="ablate")
+    md = render_ablation(root, baseline="full")[0].read_text()
+    assert "the requested baseline `full` is not in this study" in md
+    assert "bootstrap over images (one seed each)" in md
+    console = Console(record=True, width=250)
+    ablation_terminal_table(root, console=console)
+    out = console.export_text()
+    assert "no-dropout (baseline)" in out and "`" not in out
+
+
+# ----------------------------------------------------------------------------------------- single run
+
+
+def test_single_run_report(tmp_path, capsys):
+    run = make_run(tmp_path, "regularized", "regularized", 7, 0.7525, 0.10, epochs=5, epochs_max=20,
+                   stopped_early=True, n_val=400)
+    md_path, html_path = render_single(run)
+    assert md_path == run / "report.md" and html_path == run / "report.html"
+    md, html = md_path.read_text(), html_path.read_text()
+    refs = image_refs(md)
+    assert refs == ["figures/curves.png", "figures/confusion.png", "figures/misclassified.png",
+                    "figures/augmentation.png"]
+    assert all((run / r).is_file() for r in refs)
+    lo, hi = sps.binomtest(301, 400).proportion_ci(method="wilson")
+    assert f"75.25% (301 of 400 images; Wilson 95% [{PCT(lo)}, {PCT(hi)}])" in md
+    assert "| Generalization gap (clean training − headline accuracy) | +10.00 pp |" in md
+    assert "stopped early at epoch 5" in md
+    assert "selected on the same images that judge it: optimistic" in md
+    assert "```mermaid\nflowchart TD" in md and '<svg class="model-diagram"' in html
+    for needle in ("labhost", "0123456789ab (dirty: uncommitted changes)", "native bf16: yes", "`reglab compare --out study`"):
+        assert needle in md
+    assert "Traceback" not in capsys.readouterr().err
+    per_class = section(md, "Per-class accuracy")
+    assert "| tench |" in per_class
+
+
+def test_single_report_of_a_failed_run_says_so(tmp_path, capsys):
+    run = make_run(tmp_path, "basic", "basic", 0, 0.5, 0.2, status="failed", failure="the loss became NaN")
+    md = render_single(run)[0].read_text()
+    assert "this run is not finished (status failed): the loss became NaN" in md
+    err = capsys.readouterr().err
+    assert err.startswith("reglab: warning: run ") and "failed: the loss became NaN" in err

@@ -14,7 +14,7 @@ import pytest
 
 from reglab.report.ablation import render_ablation
 from reglab.report.compare import render_compare
-from test_report import compare_spec, make_study
+from test_report import README, compare_spec, make_study
 
 pytestmark = pytest.mark.browser
 
@@ -65,21 +65,30 @@ def test_compare_report_in_chromium(browser, tmp_path):
     table = page.locator("table#key-differences")
     assert table.count() == 1 and table.is_visible()
     assert "Regularization techniques" in table.inner_text()
-    assert page.locator("pre.mermaid-source").count() == 2
+    # the model diagrams are drawn (inline SVG), not shown as Mermaid source
+    assert page.locator("pre.mermaid-source").count() == 0
+    diagrams = page.locator("svg.model-diagram")
+    assert diagrams.count() == 2
+    for i in range(2):
+        box = diagrams.nth(i).bounding_box()
+        assert box and box["width"] > 400 and box["height"] > 100, box
+        assert diagrams.nth(i).locator("text").count() >= 8
+    # nothing spills past the page: every figure fits the text column
+    column = page.evaluate("document.body.clientWidth")
+    for w in page.eval_on_selector_all("figure img, figure svg", "els => els.map(e => e.getBoundingClientRect().width)"):
+        assert 0 < w <= column
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     page.close()
 
 
 def test_ablation_report_in_chromium(browser, tmp_path):
-    spec = {
-        "full": ("regularized", None, [(0, 0.80, 0.05), (1, 0.82, 0.06)]),
-        "no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0}, [(0, 0.70, 0.20), (1, 0.71, 0.21)]),
-    }
-    root = make_study(tmp_path / "study", spec, kind="ablate")
+    spec = {k: README[k] for k in ("full", "no-dropout", "no-batchnorm")}  # the README's numbers, 2 seeds each
+    root = make_study(tmp_path / "study", spec, kind="ablate", n_val=3925)
     _, html_path = render_ablation(root, baseline="full")
     errors, remote, widths, page = open_report(browser, html_path, tmp_path / "ablation.png")
     assert errors == [] and remote == []
     assert widths and all(w > 0 for w in widths), widths
     assert page.locator("table#ablation").is_visible()
     assert page.locator("table#ablation-differences").is_visible()
+    assert page.locator("p.warning").count() == 0 and "at chance" in page.locator("table#ablation").inner_text()
     page.close()

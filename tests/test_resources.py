@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-import reglab.train
+import reglab.trainer
 from reglab.checkpoint import load_weights
 from reglab.cli import main
 from reglab.data import load_data
@@ -307,17 +307,17 @@ def test_diverging_run_fails_with_exit_1(data, tmp_path, capfd):
 
 def test_divergence_after_a_good_epoch_keeps_its_best_weights(data, tmp_path, capfd, monkeypatch):
     """Epoch 1 is fine, epoch 2's val loss is NaN: failed, but epoch 1's weights stay as best and are restored."""
-    real_evaluate = reglab.train.evaluate
+    real_evaluate = reglab.trainer.Trainer.evaluate_members
     calls = []
 
-    def evaluate(*args, **kwargs):
-        result = real_evaluate(*args, **kwargs)
-        calls.append(kwargs.get("want_probs", False))
-        if len(calls) == 2 and not kwargs.get("want_probs"):
-            return (math.nan, *result[1:])
-        return result
+    def evaluate(self, which):
+        loss, correct, n = real_evaluate(self, which)
+        calls.append(which)
+        if len(calls) == 2:  # the second epoch's evaluation
+            loss = loss * math.nan
+        return loss, correct, n
 
-    monkeypatch.setattr(reglab.train, "evaluate", evaluate)
+    monkeypatch.setattr(reglab.trainer.Trainer, "evaluate_members", evaluate)
     out = tmp_path / "run"
     rc = train_cli(data, out, "--epochs", "3")
     one_line_error(capfd, rc, "non-finite loss at epoch 2", code=1)
@@ -341,7 +341,7 @@ def test_cuda_oom_during_training_is_one_line(data, tmp_path, capfd, monkeypatch
     def oom(self):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(reglab.train.Trainer, "train_epoch", oom)
+    monkeypatch.setattr(reglab.trainer.Trainer, "train_epoch", oom)
     one_line_error(capfd, train_cli(data, tmp_path / "run", "--batch-size", "16"), "out of memory",
                    "--batch-size 8")
 

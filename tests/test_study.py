@@ -34,7 +34,8 @@ def test_compare_writes_runs_and_both_reports(compared):
 
 def test_compare_rerun_reuses_finished_runs(compared, mini, capsys):
     before = {p: p.stat().st_mtime_ns for p in compared.glob("*/seed-*/summary.json")}
-    assert main(["compare", "--data", str(mini), "--seeds", "2", "--out", str(compared), *TINY]) == 0
+    loud = [a for a in TINY if a != "--quiet"]
+    assert main(["compare", "--data", str(mini), "--seeds", "2", "--out", str(compared), *loud]) == 0
     assert "reusing 4 finished run(s)" in capsys.readouterr().out
     assert before == {p: p.stat().st_mtime_ns for p in compared.glob("*/seed-*/summary.json")}
 
@@ -82,13 +83,13 @@ def test_ablate_with_both_executors(mini, tmp_path, executor, jobs):
 def test_interrupted_study_says_to_rerun_the_same_command(mini, tmp_path, monkeypatch, capsys):
     import signal
 
-    import reglab.train
-    from reglab.train import Interrupted
+    import reglab.run
+    from reglab.run import Interrupted
 
-    def killed(cfg, out, **kw):
-        raise Interrupted(signal.SIGTERM, 1, out)
+    def killed(cfgs, outs, **kw):
+        raise Interrupted(signal.SIGTERM, 1, outs[0])
 
-    monkeypatch.setattr(reglab.train, "train", killed)
+    monkeypatch.setattr(reglab.run, "train_cohort", killed)
     code = main(["compare", "--data", str(mini), "--out", str(tmp_path / "s"), *TINY])
     err = capsys.readouterr().err
     assert code == 128 + signal.SIGTERM

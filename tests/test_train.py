@@ -188,7 +188,7 @@ def test_torch_averaged_model_ema_equals_the_hand_written_one():
 
     from reglab.config import Config
     from reglab.models import build_model
-    from reglab.train import make_ema
+    from reglab.trainer import make_ema
 
     torch.manual_seed(0)
     net = build_model(Config(model="regularized", image_size=32))
@@ -217,3 +217,47 @@ def test_step_schedule_logs_the_lr_actually_used(mini, tmp_path):
     lrs = [float(r["lr"]) for r in csv.DictReader(open(out / "metrics.csv"))]
     # 120 images at batch 128: one step per epoch; 2 warm-up steps, then linear decay to 0
     assert lrs == pytest.approx([1e-3, 2e-3, 2e-3, 1e-3])
+
+
+def test_selection_split_chooses_and_val_is_evaluated_once(mini, tmp_path):
+    out = tmp_path / "sel"
+    assert main(train_args(mini, out, "--selection-split", "0.25", "--quiet")) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert all(r["val_loss"] == "" and r["select_loss"] != "" for r in rows)  # val/ never chose
+    s = json.loads((out / "summary.json").read_text())
+    assert s["chosen_on"] == "selection split" and s["dataset"]["selection_size"] == 30  # 3 of 12 per class
+    assert s["dataset"]["train_used"] == 90 and s["restored_val_correct"] == round(s["restored_val_accuracy"] * 60)
+    assert yaml.safe_load((out / "config.yaml").read_text())["selection_split"] == 0.25
+
+
+def test_split_selection_is_stratified_seeded_and_disjoint():
+    from reglab.trainer import split_selection, stratified_sample
+
+    labels = np.repeat(np.arange(4), [10, 20, 30, 40])
+    train_idx, select_idx = split_selection(labels, 0.1, seed=3)
+    assert np.bincount(labels[select_idx]).tolist() == [1, 2, 3, 4]
+    assert not set(train_idx) & set(select_idx) and len(train_idx) + len(select_idx) == 100
+    assert np.array_equal(split_selection(labels, 0.1, seed=3)[1], select_idx)
+    assert not np.array_equal(split_selection(labels, 0.1, seed=4)[1], select_idx)
+    sample = stratified_sample(train_idx, labels, 45, seed=3)
+    assert np.bincount(labels[sample]).tolist() == [4, 9, 14, 18] and set(sample) <= set(train_idx)
+
+
+def test_clean_train_accuracy_is_measured_in_eval_mode_without_augmentation(mini, tmp_path, monkeypatch):
+    """The gap's train side is the restored model on un-augmented training images, not the running accuracy."""
+    import reglab.trainer
+
+    calls = []
+    real = reglab.trainer.evaluate
+
+    def spy(model, loader, *a, **k):
+        calls.append((k.get("label") or a[-1], model.training, loader.num_images))
+        return real(model, loader, *a, **k)
+
+    monkeypatch.setattr(reglab.trainer, "evaluate", spy)
+    out = tmp_path / "clean"
+    assert main(train_args(mini, out, "--quiet", "--epochs", "1")) == 0
+    s = json.loads((out / "summary.json").read_text())
+    clean = [c for c in calls if "clean" in c[0]]
+    assert len(clean) == 1 and clean[0][2] == 120 == s["clean_train_images"]
+    assert 0 <= s["clean_train_accuracy"] <= 1 and s["clean_train_accuracy"] != s["train_accuracy"]

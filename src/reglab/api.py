@@ -11,7 +11,7 @@ from .config import FIELD_NAMES, Config, resolve
 def train(config: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
           verbose: bool = False) -> dict:
     """Train one run into the folder `out` and return its summary (also out/summary.json)."""
-    from .train import train as _train
+    from .run import train as _train
 
     if resume:
         return _train(None, out, resume=True, quiet=quiet, verbose=verbose)

@@ -31,7 +31,7 @@ from .device import autocast, pick_device, pick_precision
 from .models import build_model
 from .progress import echo
 from .provenance import environment, utc_now
-from .train import Trainer
+from .trainer import Trainer
 
 
 def _sync(device):
@@ -40,33 +40,35 @@ def _sync(device):
 
 
 def throughput(model_name: str, batch_size: int, data, device, steps: int, image_size: int, recipe: str,
-               precision: str) -> dict:
-    """Steady-state img/s of the real training step (Trainer.train_step) on device-resident data."""
-    cfg = Config(model=model_name, batch_size=batch_size, image_size=image_size, recipe=recipe,
-                 device=str(device), precision=precision)
+               precision: str, members: int = 1) -> dict:
+    """Steady-state img/s of the real training step (Trainer.train_step) on device-resident data; with
+    members > 1, of a cohort of that many seeds (img/s counts every member's images)."""
+    cfgs = [Config(model=model_name, batch_size=batch_size, image_size=image_size, recipe=recipe,
+                   device=str(device), precision=precision, seed=42 + k) for k in range(members)]
     with tempfile.TemporaryDirectory(prefix="reglab-bench-") as tmp:
-        trainer = Trainer(cfg, data, Path(tmp), device, quiet=True)
+        trainer = Trainer(cfgs, data, [Path(tmp) / str(k) for k in range(members)], device, quiet=True)
     trainer.model.train()
 
     def batches():
         while True:
-            yield from trainer.train_loader.epoch(trainer.order_gen)
+            yield from zip(*(trainer.member_batches(k) for k in range(members)))
 
     it = batches()
     t0 = time.perf_counter()
-    trainer.train_step(*next(it))  # first step: compilation / cuDNN autotuning
+    trainer.train_step(list(next(it)))  # first step: compilation / cuDNN autotuning
     _sync(device)
     first = time.perf_counter() - t0
     for _ in range(3):
-        trainer.train_step(*next(it))
+        trainer.train_step(list(next(it)))
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(*next(it))
+        trainer.train_step(list(next(it)))
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"model": model_name, "batch_size": batch_size, "precision": trainer.precision,
-            "img_per_s": steps * batch_size / seconds, "first_step_s": first, "compile": cfg.compile}
+    return {"model": model_name, "batch_size": batch_size, "precision": trainer.precision, "members": members,
+            "img_per_s": steps * batch_size * members / seconds, "step_s": seconds / steps, "first_step_s": first,
+            "compile": cfgs[0].compile}
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -115,7 +117,7 @@ def naive_epoch(model_name: str, batch_size: int, data, device, image_size: int,
 
 def whole_experiment(data_spec: str, device, image_size: int, epochs: int, recipe: str, data) -> dict:
     """The notebook's experiment (basic then regularized, early stopping), decode excluded."""
-    from .train import train
+    from .run import train
 
     results = {}
     t0 = time.perf_counter()
@@ -146,6 +148,11 @@ def print_table(result: dict) -> None:
     n = result["naive"]
     t.add_row(f"naive pipeline, regularized, batch 16, {n['precision']}", f"{n['img_per_s']:,.1f} img/s")
     t.add_row("speed-up over naive (batch 16, same precision)", f"{result['speedup_vs_naive']:.2f}x")
+    if "cohort" in result:
+        c = result["cohort"]
+        t.add_row(f"cohort of {c['members']} seeds, one step / one run's step", f"{c['cost_vs_one_run']:.2f}x")
+        t.add_row(f"cohort of {c['members']} vs {c['members']} runs one after another",
+                  f"{c['speedup_vs_sequential_runs']:.2f}x faster")
     if "experiment" in result:
         t.add_row("whole experiment (decode excluded)", f"{result['experiment']['total_seconds']:.1f} s")
     Console().print(t)
@@ -182,6 +189,17 @@ def main(args) -> int:
                      f"(first step {r['first_step_s']:.2f}s)", quiet)
             result["bf16_over_fp32"].append({"model": model_name, "batch_size": bs,
                                              "ratio": pair["bf16"] / pair["fp32"]})
+
+    if args.cohort > 1:  # a cohort of K seeds against K single runs doing the same work, batch 16
+        one = next(r for r in result["throughput"]
+                   if (r["model"], r["batch_size"], r["precision"]) == ("regularized", 16, chosen))
+        packed = throughput("regularized", 16, data, device, args.steps, size, args.recipe, chosen, args.cohort)
+        result["cohort"] = {**packed, "single_step_s": one["step_s"],
+                            "cost_vs_one_run": packed["step_s"] / one["step_s"],
+                            "speedup_vs_sequential_runs": args.cohort * one["step_s"] / packed["step_s"]}
+        echo(f"cohort of {args.cohort} (regularized, batch 16, {chosen}): a step costs "
+             f"{result['cohort']['cost_vs_one_run']:.2f}x one run's; {args.cohort} seeds train "
+             f"{result['cohort']['speedup_vs_sequential_runs']:.2f}x faster than one after another", quiet)
 
     result["naive"] = naive_epoch("regularized", 16, data, device, size, args.naive_batches or None, chosen)
     fast16 = next(r for r in result["throughput"]

@@ -75,6 +75,18 @@ def _seeds(text: str) -> int | list[int]:
     return seeds
 
 
+def _pack(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds, auto or off, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seeds, auto or off, got {text!r}")
+    return v
+
+
 def _rate(text: str) -> float:
     try:
         v = float(text)
@@ -150,6 +162,12 @@ def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: 
                    "state) after the run finishes, so it can be extended with --resume --epochs N")
 
 
+def add_pack_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pack", type=_pack, default="auto", metavar="K|auto|off",
+                   help="train K seeds of a variant as one packed network (a cohort); auto (default): on CUDA as "
+                   "many as memory allows, elsewhere off")
+
+
 def add_output_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -181,7 +199,10 @@ def seeds_from(args) -> list[int]:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .run import train
+
+    from . import rundir
+    from .study import resume_folder, train_seeds
 
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
@@ -191,30 +212,44 @@ def cmd_train(args) -> int:
         changes = explicit_settings(args)
         if "data" in changes:
             changes["data"] = resolve({}, {"data": changes["data"]}).data
-        summary = train(None, args.resume, resume=True, changes=changes, quiet=args.quiet, verbose=args.verbose)
-        out = args.resume
+        if rundir.classify(args.resume) == "study":  # the seeds of `train --seeds K`: resumed as one cohort
+            outs, summaries = resume_folder(args.resume, changes, quiet=args.quiet, verbose=args.verbose)
+        else:
+            summaries = [train(None, args.resume, resume=True, changes=changes, quiet=args.quiet,
+                               verbose=args.verbose)]
+            outs = [Path(args.resume)]
     else:
         if not args.out:
             raise UserError("reglab train needs --out RUN_DIR (or --resume RUN_DIR)")
-        cfg = resolve(explicit_settings(args))
-        summary = train(cfg, args.out, overwrite=args.overwrite, quiet=args.quiet, verbose=args.verbose)
-        out = args.out
-    if summary["status"] != "finished":
-        kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
-        print(f"reglab: run failed: {summary.get('failure')}{kept}", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print(f"{summary['variant']}: restored best val_accuracy {summary['restored_val_accuracy']:.4f} "
-              f"(epoch {summary['best_epoch']} of {summary['epochs_run']}), {summary['wall_seconds']:.1f}s; "
-              f"run folder {out}")
-    return 0
+        settings = explicit_settings(args)
+        cfg = resolve(settings)
+        if isinstance(args.seeds, list) or args.seeds > 1:
+            seeds = seeds_from(args)
+            summaries = train_seeds(cfg, seeds, args.out, args.pack, overwrite=args.overwrite, quiet=args.quiet,
+                                    verbose=args.verbose)
+            outs = [Path(args.out) / cfg.model / f"seed-{s}" for s in seeds]
+        else:
+            summaries = [train(cfg, args.out, overwrite=args.overwrite, quiet=args.quiet, verbose=args.verbose)]
+            outs = [Path(args.out)]
+    code = 0
+    for summary, out in zip(summaries, outs):
+        if summary["status"] != "finished":
+            kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
+            print(f"reglab: run failed: {summary.get('failure')}{kept}", file=sys.stderr)
+            code = 1
+        elif not args.quiet:
+            print(f"{summary['variant']} seed {summary['seed']}: restored best val_accuracy "
+                  f"{summary['restored_val_accuracy']:.4f} (epoch {summary['best_epoch']} of {summary['epochs_run']}), "
+                  f"{summary['wall_seconds']:.1f}s")
+    return code
 
 
 def _study_kwargs(args) -> dict:
     if args.executor == "ray" and args.jobs != 1:
         raise UserError("--jobs applies to the local executor; with --executor ray, Ray schedules the runs")
     return dict(executor=args.executor, jobs=args.jobs, address=args.address, gpus_per_run=args.gpus_per_run,
-                quiet=args.quiet, verbose=args.verbose)
+                quiet=args.quiet, verbose=args.verbose, pack=args.pack,
+                margin=None if args.margin is None else args.margin / 100)
 
 
 def cmd_compare(args) -> int:
@@ -250,7 +285,7 @@ def resolve_settings(settings: dict) -> dict:
 def cmd_report(args) -> int:
     from .study import render_report
 
-    render_report(Path(args.dir), quiet=args.quiet)
+    render_report(Path(args.dir), quiet=args.quiet, margin=None if args.margin is None else args.margin / 100)
     return 0
 
 
@@ -329,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (or extend one with --epochs N)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out (only once the new one has "
                    "its data and model)")
+    t.add_argument("--seeds", type=_seeds, default=1, metavar="N|LIST", help="N seeds from --seed (default 1: one "
+                   "run in --out), or exactly these: 1,2,7; several go to OUT/<model>/seed-<seed>/")
+    add_pack_flag(t)
     add_training_flags(t, with_model=True, seed_help="random seed (default 42)")
     add_model_flags(t)
     add_output_flags(t)
@@ -344,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     study.add_argument("--gpus-per-run", type=float, default=None, help="Ray: fraction of a GPU per run "
                        "(default 0.25)")
+    study.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin of the verdicts, "
+                       "in percentage points (default 1)")
+    add_pack_flag(study)
 
     c = sub.add_parser("compare", parents=[study], help="the notebook's experiment: basic vs regularized, and its report")
     add_training_flags(c, with_model=False, seed_help="the first seed (default 42)")
@@ -363,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="re-render a study's (or one run's) report from its run folders alone")
     r.add_argument("dir", metavar="DIR", help="a compare or ablate --out folder, or one run folder")
+    r.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin of the verdicts, in "
+                   "percentage points (default: the study's, else 1)")
     add_output_flags(r)
     r.set_defaults(func=cmd_report)
 
@@ -404,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--naive-batches", type=int, default=0, help="batches of the naive pipeline to time "
                    "(default 0: one epoch)")
     b.add_argument("--recipe", default="seed", help="default seed")
+    b.add_argument("--cohort", type=_positive_int, default=5, metavar="K", help="also time a cohort of K seeds against "
+                   "K single runs (default 5; 1 skips it)")
     add_output_flags(b)
     b.set_defaults(func=cmd_bench)
     p.set_defaults(subcommands=sub.choices)

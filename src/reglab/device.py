@@ -75,10 +75,10 @@ def _available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def minimum_bytes(cfg: Config, num_images: int, num_classes: int) -> dict[str, int]:
-    """A lower bound of the memory a run needs (so a refusal is never a false alarm): the decoded images,
-    the weights with their gradients and Adam's two moments, and one copy of every convolution's output for
-    a training batch."""
+def minimum_bytes(cfg: Config, num_images: int, num_classes: int, members: int = 1) -> dict[str, int]:
+    """A lower bound of the memory a run (or a cohort of `members` runs) needs, so a refusal is never a false
+    alarm: the decoded images (shared), the weights with their gradients and Adam's two moments, and one copy
+    of every convolution's output for a training batch."""
     from .models import build_model
 
     with torch.device("meta"):
@@ -87,18 +87,19 @@ def minimum_bytes(cfg: Config, num_images: int, num_classes: int) -> dict[str, i
     for width in cfg.widths:
         activations += cfg.convs_per_block * width * side * side
         side //= 2
-    return {"images": num_images * cfg.image_size ** 2 * 3, "weights": params * 4 * 4,
-            "activations": activations * 4 * cfg.batch_size}
+    return {"images": num_images * cfg.image_size ** 2 * 3, "weights": params * 4 * 4 * members,
+            "activations": activations * 4 * cfg.batch_size * members}
 
 
-def check_fits(cfg: Config, device: torch.device, num_images: int, num_classes: int) -> None:
+def check_fits(cfg: Config, device: torch.device, num_images: int, num_classes: int, members: int = 1) -> None:
     available = _available_bytes(device)
     if available is None:
         return
-    need = minimum_bytes(cfg, num_images, num_classes)
+    need = minimum_bytes(cfg, num_images, num_classes, members)
     if sum(need.values()) > available:
         gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
         parts = ", ".join(f"{k} {gib(v)}" for k, v in need.items())
-        raise UserError(f"image size {cfg.image_size} at batch size {cfg.batch_size} needs at least "
+        cohort = f" for a cohort of {members}" if members > 1 else ""
+        raise UserError(f"image size {cfg.image_size} at batch size {cfg.batch_size}{cohort} needs at least "
                         f"{gib(sum(need.values()))} ({parts}) but {device.type} has {gib(available)} available; "
-                        f"choose a smaller --image-size or --batch-size")
+                        f"choose a smaller --image-size or --batch-size" + (" or --pack" if members > 1 else ""))

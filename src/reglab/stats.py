@@ -172,7 +172,8 @@ def verdict(lo: float, hi: float, margin: float) -> str:
 
 def _welch_power(nc: float, df: float, alpha: float) -> float:
     crit = float(sps.t.ppf(1.0 - alpha / 2.0, df))
-    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    lower = float(sps.nct.cdf(-crit, df, nc))  # the far lower tail: scipy returns nan where it is ~0
+    return float(sps.nct.sf(crit, df, nc)) + (0.0 if math.isnan(lower) else lower)
 
 
 def min_detectable_difference(sd_a: float, n_a: int, sd_b: float, n_b: int, alpha: float = 0.05,

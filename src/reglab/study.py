@@ -33,6 +33,7 @@ from .progress import echo, progress
 from .provenance import command_line
 
 FIRST_SEED = 42
+DEFAULT_MARGIN = 0.01  # equivalence margin of the verdicts: 1 percentage point
 DEFAULT_ABLATION = ("full", "no-augment", "no-batchnorm", "no-dropout", "none", "basic")
 COMPARE_VARIANTS = {"basic": {"model": "basic"}, "regularized": {"model": "regularized"}}
 
@@ -168,25 +169,27 @@ def _trained_on(job: Job) -> dict | None:
 # ------------------------------------------------------------------------------------------ executors
 
 
-def _worker(cfg_dict: dict, run_dir: str, variant: str, resume: bool, threads: int | None, conn=None) -> dict:
-    """Worker entry point (a process or a Ray task): train one run, quietly, into its run folder."""
+def _worker(cfg_dicts: list[dict], run_dirs: list[str], variants: list[str], resume: list[bool],
+            threads: int | None, conn=None) -> list[dict]:
+    """Worker entry point (a process or a Ray task): train one unit (a run, or a cohort of seeds) quietly."""
     import torch
 
     from .config import from_dict
-    from .train import train
+    from .run import train_cohort
 
     if threads:
         torch.set_num_threads(threads)
     try:
-        summary = train(from_dict(cfg_dict), run_dir, resume=resume, variant=variant, quiet=True)
+        summaries = train_cohort([from_dict(c) for c in cfg_dicts], run_dirs, resume=resume, variants=variants,
+                                 quiet=True)
     except UserError as e:
         if conn is None:
             raise
         conn.send(("error", str(e)))
-        return {}
+        return []
     if conn is not None:
-        conn.send(("ok", summary))
-    return summary
+        conn.send(("ok", summaries))
+    return summaries
 
 
 def _describe(job: Job, s: dict) -> str:
@@ -194,58 +197,82 @@ def _describe(job: Job, s: dict) -> str:
             f"{s['epochs_run']} epochs, {s['wall_seconds']:.1f}s")
 
 
-def _report(job: Job, s: dict, quiet: bool) -> None:
-    if s.get("status") != "finished":
-        print(f"reglab: run {job.run_dir} failed: {s.get('failure')}", file=sys.stderr)
-    else:
-        echo(_describe(job, s), quiet)
+def _report(unit: list[Job], summaries: list[dict], quiet: bool) -> None:
+    for job, s in zip(unit, summaries):
+        if s.get("status") != "finished":
+            print(f"reglab: run {job.run_dir} failed: {s.get('failure')}", file=sys.stderr)
+        else:
+            echo(_describe(job, s), quiet)
 
 
-def _run_local(todo: list[Job], states: dict, data, quiet: bool, verbose: bool, bar, task) -> list[str]:
-    from .train import train
+def _unit_args(unit: list[Job], states: dict) -> tuple:
+    return ([j.cfg.to_dict() for j in unit], [str(j.run_dir) for j in unit], [j.variant for j in unit],
+            [states[id(j)] == "resume" for j in unit])
 
-    for i, job in enumerate(todo, 1):
-        echo(f"[{i}/{len(todo)}] {job.variant} seed {job.cfg.seed} -> {job.run_dir}", quiet)
-        s = train(job.cfg, job.run_dir, data=data, resume=states[id(job)] == "resume", variant=job.variant,
-                  quiet=quiet, verbose=verbose)
-        _report(job, s, quiet)
-        bar.advance(task)
+
+def units_of(todo: list[Job], pack: int) -> list[list[Job]]:
+    """The jobs to run together: the seeds of each variant in cohorts of at most `pack` (1: one run each)."""
+    units = []
+    for variant in dict.fromkeys(j.variant for j in todo):
+        jobs = [j for j in todo if j.variant == variant]
+        units += [jobs[i:i + pack] for i in range(0, len(jobs), pack)]
+    return units
+
+
+def _run_local(units: list[list[Job]], states: dict, data, quiet: bool, verbose: bool, bar, task) -> list[str]:
+    from .run import train_cohort
+
+    done = 0
+    for unit in units:
+        seeds = ", ".join(str(j.cfg.seed) for j in unit)
+        where = unit[0].run_dir if len(unit) == 1 else unit[0].run_dir.parent
+        echo(f"[{done + 1}/{sum(map(len, units))}] {unit[0].variant} seed{'s' if len(unit) > 1 else ''} {seeds}"
+             f"{' (one cohort)' if len(unit) > 1 else ''} -> {where}", quiet)
+        summaries = train_cohort([j.cfg for j in unit], [j.run_dir for j in unit], data=data,
+                                 resume=[states[id(j)] == "resume" for j in unit], variants=[j.variant for j in unit],
+                                 quiet=quiet, verbose=verbose)
+        _report(unit, summaries, quiet)
+        done += len(unit)
+        bar.advance(task, len(unit))
     return []
 
 
-def _run_processes(todo: list[Job], states: dict, n_jobs: int, quiet: bool, bar, task) -> list[str]:
-    """N runs at once, one spawned process each (CUDA cannot be used in forked children, and fresh interpreters
+def _run_processes(units: list[list[Job]], states: dict, n_jobs: int, quiet: bool, bar, task) -> list[str]:
+    """N units at once, one spawned process each (CUDA cannot be used in forked children, and fresh interpreters
     keep runs independent). A worker that dies (e.g. the OOM killer) is named; the others go on."""
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    pending, running, lost = list(todo), {}, []
+    pending, running, lost = list(units), {}, []
     try:
         while pending or running:
             while pending and len(running) < n_jobs:
-                job = pending.pop(0)
+                unit = pending.pop(0)
                 parent, child = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, daemon=True, args=(
-                    job.cfg.to_dict(), str(job.run_dir), job.variant, states[id(job)] == "resume", threads, child))
+                proc = ctx.Process(target=_worker, daemon=True, args=(*_unit_args(unit, states), threads, child))
                 proc.start()
                 child.close()
-                running[proc] = (job, parent)
+                running[proc] = (unit, parent)
             for proc in list(running):
                 proc.join(timeout=0.1)
                 if proc.exitcode is None:
                     continue
-                job, conn = running.pop(proc)
-                message = conn.recv() if conn.poll() else None
+                unit, conn = running.pop(proc)
+                try:
+                    message = conn.recv() if conn.poll() else None
+                except EOFError:  # the worker died before it could answer
+                    message = None
                 conn.close()
                 if message and message[0] == "ok":
-                    _report(job, message[1], quiet)
+                    _report(unit, message[1], quiet)
                 elif message:
-                    raise UserError(f"run {job.run_dir}: {message[1]}")
+                    raise UserError(f"run {unit[0].run_dir}: {message[1]}")
                 else:
                     how = (f"killed by {_signal_name(-proc.exitcode)}" if proc.exitcode < 0
                            else f"exit code {proc.exitcode}")
-                    lost.append(f"run {job.run_dir} died ({how}; out of memory?)")
+                    names = " and ".join(str(j.run_dir) for j in unit)
+                    lost.append(f"run {names} died ({how}; out of memory?)")
                     print(f"reglab: {lost[-1]}; the other runs go on", file=sys.stderr)
-                bar.advance(task)
+                bar.advance(task, len(unit))
     finally:
         for proc in running:  # a signal or an error: stop the other workers, leave no process behind
             proc.terminate()
@@ -263,8 +290,8 @@ def _signal_name(n: int) -> str:
         return f"signal {n}"
 
 
-def _run_ray(todo: list[Job], states: dict, address: str | None, gpus_per_run: float | None, quiet: bool,
-             bar, task) -> list[str]:
+def _run_ray(units: list[list[Job]], states: dict, address: str | None, gpus_per_run: float | None,
+             quiet: bool, bar, task) -> list[str]:
     try:
         import ray
     except ImportError:
@@ -281,23 +308,25 @@ def _run_ray(todo: list[Job], states: dict, address: str | None, gpus_per_run: f
         gpus = (gpus_per_run if gpus_per_run is not None else 0.25) if has_gpu else 0
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_worker)
         # Runs write their folders on the shared filesystem; the driver gets each summary back.
-        refs = {remote.remote(j.cfg.to_dict(), str(j.run_dir.resolve()), j.variant, states[id(j)] == "resume", 1): j
-                for j in todo}
+        refs = {}
+        for unit in units:
+            cfgs, dirs, variants, resume = _unit_args(unit, states)
+            refs[remote.remote(cfgs, [str(Path(d).resolve()) for d in dirs], variants, resume, 1)] = unit
         pending, lost = list(refs), []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            job = refs[done[0]]
+            unit = refs[done[0]]
             try:
-                _report(job, ray.get(done[0]), quiet)
+                _report(unit, ray.get(done[0]), quiet)
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
                 if isinstance(cause, UserError):
                     raise UserError(str(cause)) from None
                 raise
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as e:
-                lost.append(f"run {job.run_dir} died ({type(e).__name__})")
+                lost.append(f"run {' and '.join(str(j.run_dir) for j in unit)} died ({type(e).__name__})")
                 print(f"reglab: {lost[-1]}; the other runs go on", file=sys.stderr)
-            bar.advance(task)
+            bar.advance(task, len(unit))
         return lost
     finally:
         for ref in refs:
@@ -324,26 +353,32 @@ def check_out(out: Path, what: str = "study folder") -> None:
         lock.check_free(out, what)
 
 
-def write_study(out: Path, kind: str, jobs: list[Job], seconds: float) -> None:
+def write_study(out: Path, kind: str, jobs: list[Job], seconds: float, margin: float | None = None) -> None:
     path = out / "study.json"
-    previous = 0.0
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        previous = float(json.loads(path.read_text())["wall_seconds"])
+    previous = {}
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads(path.read_text())
+    if not isinstance(previous, dict):
+        previous = {}
+    wall = previous.get("wall_seconds", 0.0)
     atomic.write_json(path, {
         "kind": kind, "reglab": __version__, "command": command_line(),
         "variants": list(dict.fromkeys(j.variant for j in jobs)), "seeds": sorted({j.cfg.seed for j in jobs}),
-        "wall_seconds": previous + seconds,  # summed over the invocations that built this study
+        # summed over the invocations that built this study
+        "wall_seconds": (wall if isinstance(wall, (int, float)) else 0.0) + seconds,
+        "margin": margin if margin is not None else previous.get("margin", DEFAULT_MARGIN),
     })
 
 
 def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[int], out: str | Path,
               executor: str = "local", jobs: int = 1, address: str | None = None,
-              gpus_per_run: float | None = None, quiet: bool = False, verbose: bool = False) -> Path:
+              gpus_per_run: float | None = None, quiet: bool = False, verbose: bool = False,
+              pack: int | str = "auto", margin: float | None = None) -> Path:
     """Check everything, run what is missing, render the report. Returns the study folder."""
     from .data import decode, find_data
     from .data.identity import describe_change
     from .device import check_fits, pick_device
-    from .train import Interrupted
+    from .run import Interrupted
 
     out = Path(out)
     check_out(out)
@@ -364,9 +399,10 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
     failed = [j for j in todo_jobs if states[id(j)] == "failed"]
     reused = sum(states[id(j)] == "finished" for j in todo_jobs)
     data = None
+    device = pick_device(first.device) if executor == "local" else pick_device("cpu")
+    size = pack_size(pack, first, device, files, len(seeds))
     if todo:
-        check_fits(first, pick_device(first.device) if executor == "local" else pick_device("cpu"),
-                   files.num_files, len(files.classes))
+        check_fits(first, device, files.num_files, len(files.classes), members=size)
         data = decode(files, first.image_size, first.on_bad_image, show_progress=not quiet)
         for path, why in data.describe()["skipped"]:
             print(f"skipped {path}: {why}", file=sys.stderr)
@@ -379,28 +415,88 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
             print(f"reglab: run {job.run_dir} failed earlier (see its summary.json); kept as failed and counted in "
                   "the report: delete its folder to retry it", file=sys.stderr)
         t0 = time.time()
-        write_study(out, kind, todo_jobs, 0.0)
+        write_study(out, kind, todo_jobs, 0.0, margin)
         lost = []
         try:
             with progress(not quiet) as bar, signals.phase(f"running the {kind} study in {out}"):
                 task = bar.add_task(f"{kind}: runs", total=len(todo), info="")
+                units = units_of(todo, size)
                 if executor == "ray":
-                    lost = _run_ray(todo, states, address, gpus_per_run, quiet, bar, task)
+                    lost = _run_ray(units, states, address, gpus_per_run, quiet, bar, task)
                 elif jobs > 1:
-                    lost = _run_processes(todo, states, jobs, quiet, bar, task)
+                    lost = _run_processes(units, states, jobs, quiet, bar, task)
                 else:
-                    lost = _run_local(todo, states, data, quiet, verbose, bar, task)
+                    lost = _run_local(units, states, data, quiet, verbose, bar, task)
         except Interrupted as e:
             e.args = (f"interrupted by {_signal_name(e.signum)}; finished runs are kept and the interrupted one "
                       f"resumes when you rerun the same command: {rerun_command()}",)
             raise
         finally:
-            write_study(out, kind, todo_jobs, time.time() - t0)
-        render_report(out, kind, quiet=quiet, locked=True)
+            write_study(out, kind, todo_jobs, time.time() - t0, margin)
+        render_report(out, kind, quiet=quiet, locked=True, margin=margin)
     if lost:
         raise UserError(f"{len(lost)} run(s) died ({lost[0]}{'; ...' if len(lost) > 1 else ''}); the report covers "
                         f"the others: rerun the same command to train the missing ones")
     return out
+
+
+def pack_size(pack: int | str, cfg: Config, device, files, seeds: int) -> int:
+    """How many seeds of a variant train as one cohort. `off`: 1. A number: that many. `auto`: on CUDA, the most
+    seeds whose estimated memory (3x the lower bound of device.minimum_bytes, for activations and workspace)
+    fits in 80% of the free GPU memory; elsewhere 1 (on a CPU a cohort does the same arithmetic as its runs
+    one after another: BENCHMARKS.md)."""
+    if pack == "off":
+        return 1
+    if pack != "auto":
+        return max(1, min(int(pack), seeds))
+    if device.type != "cuda":
+        return 1
+    import torch
+
+    from .device import minimum_bytes
+
+    free = torch.cuda.mem_get_info(device)[0] * 0.8
+    per = minimum_bytes(cfg, 0, len(files.classes))
+    images = files.num_files * cfg.image_size ** 2 * 3
+    return max(1, min(seeds, int((free - images) // (3 * (per["weights"] + per["activations"])))))
+
+
+def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str = "auto", overwrite: bool = False,
+                quiet: bool = False, verbose: bool = False) -> list[dict]:
+    """`reglab train --seeds`: the seeds of one config into OUT/<model>/seed-<seed>/, packed into cohorts."""
+    from .data import decode, find_data
+    from .device import check_fits, pick_device
+    from .run import train_cohort
+
+    out = Path(out)
+    check_out(out)
+    jobs = plan({**cfg.to_dict()}, {cfg.model: {"model": cfg.model}}, seeds, out)
+    for job in jobs:
+        if rundir.classify(job.run_dir) not in ("absent", "empty") and not overwrite:
+            raise UserError(f"{job.run_dir} already holds a run; use --resume {out} to continue these seeds, "
+                            "--overwrite to replace them, or another --out")
+    device = pick_device(cfg.device)
+    files = find_data(cfg.data, show_progress=not quiet)
+    size = pack_size(pack, cfg, device, files, len(seeds))
+    check_fits(cfg, device, files.num_files, len(files.classes), members=size)
+    data = decode(files, cfg.image_size, cfg.on_bad_image, show_progress=not quiet)
+    summaries = []
+    for unit in units_of(jobs, size):
+        summaries += train_cohort([j.cfg for j in unit], [j.run_dir for j in unit], data=data, overwrite=overwrite,
+                                  quiet=quiet, verbose=verbose)
+    return summaries
+
+
+def resume_folder(folder: str | Path, changes: dict, quiet: bool = False, verbose: bool = False) -> list[dict]:
+    """`reglab train --resume DIR` where DIR holds several seeds (train --seeds): every unfinished one, as one
+    cohort."""
+    from .run import train_cohort
+
+    runs = [p for p in sorted(Path(folder).glob("*/seed-*")) if p.is_dir() and not rundir.is_finished(p)]
+    if not runs:
+        raise UserError(f"every run under {folder} is finished; there is nothing to resume")
+    return runs, train_cohort([None] * len(runs), runs, resume=[True] * len(runs), changes=changes, quiet=quiet,
+                              verbose=verbose)
 
 
 def rerun_command() -> str:
@@ -418,7 +514,8 @@ def ablate(settings: dict, seeds: list[int], variants: list[str] | str | None = 
     return run_study("ablate", settings, parse_variants(variants), seeds, out, **kw)
 
 
-def render_report(out: str | Path, kind: str | None = None, quiet: bool = False, locked: bool = False) -> tuple:
+def render_report(out: str | Path, kind: str | None = None, quiet: bool = False, locked: bool = False,
+                  margin: float | None = None) -> tuple:
     """Re-render a study's (or a single run's) report from its run folders alone. Returns (md, html)."""
     out = Path(out)
     what = rundir.classify(out)
@@ -426,14 +523,18 @@ def render_report(out: str | Path, kind: str | None = None, quiet: bool = False,
         from .report.single import render_single
 
         with (contextlib.nullcontext() if locked else lock.hold(out, "run folder")):
-            md, html = render_single(out)
+            md, html = render_single(out, quiet=quiet)
         echo(f"report: {md} and {html}", quiet)
         return md, html
     if what != "study":
         raise UserError(f"{out} is not a study or run folder; give the --out folder of a compare, ablate or train")
-    if kind is None:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            kind = json.loads((out / "study.json").read_text())["kind"]
+    meta = {}
+    with contextlib.suppress(OSError, ValueError):
+        meta = json.loads((out / "study.json").read_text())
+    meta = meta if isinstance(meta, dict) else {}
+    kind = kind or meta.get("kind")
+    if margin is None:
+        margin = meta.get("margin") if isinstance(meta.get("margin"), (int, float)) else DEFAULT_MARGIN
     runs = rundir.find_runs(out)
     if not runs:
         raise UserError(f"no finished runs under {out}; run reglab compare or ablate with --out {out} first")
@@ -442,11 +543,11 @@ def render_report(out: str | Path, kind: str | None = None, quiet: bool = False,
     with (contextlib.nullcontext() if locked else lock.hold(out, "study folder")), \
             signals.phase(f"writing the report in {out}", "report"):
         if kind == "compare":
-            from .report.compare import render_compare, terminal_table
+            from .report.compare import render_compare as render, terminal_table
         else:
-            from .report.ablation import render_ablation as render_compare, terminal_table
-        md, html = render_compare(out)
+            from .report.ablation import render_ablation as render, terminal_table
+        md, html = render(out, margin=margin, quiet=quiet)
         if not quiet:
-            terminal_table(out)
+            terminal_table(out, margin=margin)
     echo(f"report: {md} and {html}", quiet)
     return md, html

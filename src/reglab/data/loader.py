@@ -3,7 +3,7 @@
 The whole split is one (N, 3, H, W) uint8 tensor (channels-last in memory: the cache's NHWC layout,
 viewed as NCHW, costs no copy). Each epoch draws a permutation from a seeded CPU generator (identical on
 every device, and its state goes into the checkpoint), gathers batches on the device and converts them to
-float in [0, 1]. The last partial batch is kept, as Keras does (see _starts).
+float in [0, 1]. The last partial batch is kept, as Keras does (see batch_bounds).
 """
 
 from __future__ import annotations
@@ -24,17 +24,8 @@ class DeviceLoader:
         self.device = device
         self.batch_size = batch_size
 
-    def _starts(self) -> list[int]:
-        """Batch start indices. The last partial batch is kept (as Keras does), but a last batch of one image
-        joins the one before: BatchNorm cannot normalise a single dense-layer sample in training mode."""
-        n = self.num_images
-        starts = list(range(0, n, self.batch_size))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
-        return starts
-
     def __len__(self) -> int:
-        return len(self._starts())
+        return len(batch_bounds(self.num_images, self.batch_size))
 
     @property
     def num_images(self) -> int:
@@ -45,10 +36,18 @@ class DeviceLoader:
         n = self.num_images
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.device, non_blocking=True)
-        starts = self._starts()
-        for start, end in zip(starts, starts[1:] + [n]):
+        for start, end in batch_bounds(n, self.batch_size):
             idx = order[start:end]
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch. The last partial batch is kept (as Keras does), but a last batch of one image
+    joins the one before: BatchNorm cannot normalise a single dense-layer sample in training mode."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
 
 
 def to_float(batch_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:

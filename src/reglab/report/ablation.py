@@ -1,142 +1,183 @@
-"""The ablation report: every variant against a baseline, with multi-seed intervals and Holm's correction.
+"""The ablation report: every variant against a baseline, each difference with one simultaneous interval and the
+verdict read off it (see common.py).
 
-`render_ablation(DIR, baseline="full")` writes DIR/report.md (figures in DIR/figures/) and DIR/report.html.
-The conclusions are generated from the numbers: a difference is called distinguishable from noise only
-when its Holm-adjusted p is below 0.05 and its 95% interval excludes 0.
+`render_ablation(DIR, baseline="full", margin=0.01)` writes DIR/report.md (figures in DIR/figures/) and
+DIR/report.html; `terminal_table(DIR)` prints the variants table on the terminal.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import stats
 from . import common
-from .common import COUNT, PCT, PP, SECONDS, Difference, Study, config_of, summary_cell, values
+from .common import COUNT, PCT, PP, Analysis, Study, code, esc, seed_summary
+from .compare import augmentation_section, print_rows
 from .document import Document, write_document
 
-METRICS = [
-    ("restored_val_accuracy", "Restored-best val accuracy", PCT),
-    ("train_accuracy", "Final train accuracy", PCT),
-    ("gap", "Generalization gap", PP),
-    ("epochs_run", "Epochs", COUNT),
-    ("wall_seconds", "Wall time", SECONDS),
-]
+
+def _by_mean(study: Study) -> list[str]:
+    """Variants by mean headline accuracy, highest first: a description of the table, not a ranking."""
+    return sorted(study.variants, key=lambda v: -study.variants[v].mean("acc"))
 
 
-def _mean(runs, key) -> float:
-    return stats.mean_ci(values(runs, key))["mean"]
+def _regularizers(study: Study, name: str) -> str:
+    regs = study.variants[name].runs[0].summary.get("regularizers")
+    if regs is None:
+        try:
+            regs = common.config_of(study.variants[name].runs[0].run).regularizers()
+        except Exception:  # noqa: BLE001 - named as unknown rather than stopping the report
+            regs = ["unknown"]
+    return ", ".join(esc(r) for r in regs) or "none"
 
 
-def _ranked(study: Study) -> list[str]:
-    """Variants by mean restored-best val accuracy, best first."""
-    return sorted(study.groups, key=lambda v: -_mean(study.groups[v], "restored_val_accuracy"))
-
-
-def ablation_rows(study: Study, baseline: str) -> list[dict]:
-    """One dict per variant, best first: {"Variant", <metric>: mean ± CI (or the value), "Seeds"}."""
-    return [{"Variant": f"`{v}`" + (" (baseline)" if v == baseline else ""),
-             **{name: summary_cell(values(study.groups[v], k), f) for k, name, f in METRICS},
-             "Seeds": str(len(study.groups[v]))} for v in _ranked(study)]
-
-
-def print_ablation_table(study_dir, baseline: str = "full", console=None) -> None:
-    """The report's variants table on the terminal (rich)."""
-    study = common.load_study(study_dir)
-    common.print_table(ablation_rows(study, resolve_baseline(study, baseline)[0]), title="Ablation", console=console)
+def ablation_rows(study: Study, an: Analysis) -> list[dict]:
+    """One dict per variant (highest mean accuracy first) of markup cells."""
+    rows = []
+    for name in _by_mean(study):
+        v = study.variants[name]
+        base = name == an.reference
+        rows.append({
+            "Variant": code(name) + (" (baseline)" if base else ""),
+            "Headline accuracy": common.accuracy_cell(v),
+            "Generalization gap": seed_summary(v.values("gap"), PP, common.GAP_BOUNDS),
+            "Training accuracy (running)": seed_summary(v.values("train_accuracy"), PCT),
+            "Epochs": common.epochs_cell(v),
+            "Wall time": common.wall_cell(v),
+            "Seeds finished": f"{len(v.runs)} of {v.total}",
+            f"Accuracy vs {code(an.reference)}": "baseline" if base else
+            common.verdict_word(an.get("accuracy", name), an.margin),
+        })
+    for name, v in study.unfinished.items():
+        rows.append({"Variant": code(name), "Headline accuracy": "no finished run", "Generalization gap": "n/a",
+                     "Training accuracy (running)": "n/a", "Epochs": "n/a", "Wall time": "n/a",
+                     "Seeds finished": f"0 of {v.total}", f"Accuracy vs {code(an.reference)}": "not compared"})
+    return rows
 
 
 def resolve_baseline(study: Study, baseline: str) -> tuple[str, str]:
-    """(baseline, note). A study without the requested baseline (e.g. `ablate --variants` without `full`)
-    is compared against its first variant instead of failing after all the training, and the report says so."""
-    if baseline in study.groups:
+    """(baseline, note). A study without the requested baseline among its finished runs (e.g. `ablate --variants`
+    without `full`, or a baseline whose runs all failed) is compared against its first variant, and says so."""
+    if baseline in study.variants:
         return baseline, ""
-    first = next(iter(study.groups))
-    return first, (f"**Note:** the requested baseline `{baseline}` is not in this study, so every variant is compared "
-                   f"with `{first}`, the study's first variant.")
+    first = next(iter(study.variants))
+    why = "has no finished run" if baseline in study.unfinished else "is not in this study"
+    return first, (f"**Note:** the requested baseline {code(baseline)} {why}, so every variant is compared with "
+                   f"{code(first)}, the study's first variant with a finished run.")
 
 
-def _tables(doc: Document, study: Study, baseline: str) -> None:
-    rows = ablation_rows(study, baseline)
+def _tables(doc: Document, study: Study, an: Analysis) -> None:
+    rows = ablation_rows(study, an)
     doc.table(list(rows[0]), [list(r.values()) for r in rows], id="ablation",
-              note=("Mean ± 95% confidence interval (Student's t) over seeds; " if study.multi_seed else "")
-              + "sorted by restored-best validation accuracy. Generalization gap = final train accuracy − final val accuracy.")
-    label = lambda v: f"`{v}`" + (" (baseline)" if v == baseline else "")  # noqa: E731
+              note="Sorted by mean headline accuracy: a description, not a ranking the data establish (the verdicts "
+                   "are). One seed: Wilson interval; two seeds: both values; three or more: mean [95% t interval], "
+                   "clipped to the possible range. Generalization gap = clean training accuracy minus the headline "
+                   "accuracy.")
     doc.h(2, "Per-seed values")
-    doc.table(["Variant"] + [name for _, name, _ in METRICS],
-              [[label(v)] + [common.per_seed_cell(study.groups[v], values(study.groups[v], k), f) for k, _, f in METRICS]
-               for v in _ranked(study)])
+    keys = [("acc", "Headline accuracy", PCT), ("clean", "Clean training accuracy", PCT),
+            ("gap", "Generalization gap", PP), ("epochs_run", "Epochs", COUNT)]
+    doc.table(["Variant"] + [label for _, label, _ in keys],
+              [[code(v)] + [common.per_seed_cell(study.variants[v], k, f) for k, _, f in keys] for v in _by_mean(study)],
+              id="per-seed")
     doc.h(2, "What each variant regularizes with")
-    doc.table(["Variant", "Regularizers"],
-              [[label(v), ", ".join(config_of(study.groups[v][0]).regularizers()) or "none"] for v in study.groups])
+    doc.table(["Variant", "Regularizers"], [[code(v), _regularizers(study, v)] for v in study.variants])
 
 
-def _reason(d: Difference) -> str:
-    """Why a difference is not called distinguishable, from its own numbers."""
-    if not d.tested:
-        return "no interval (a single seed or zero variance)"
-    if d.lo <= 0 <= d.hi:
-        return f"the 95% CI {common.interval_text(d, PP)} includes 0, {common.p_text(d.p_holm, 'Holm p')}"
-    return (f"the 95% CI {common.interval_text(d, PP)} excludes 0 but the Holm-adjusted {common.p_text(d.p_holm)} "
-            f"is not below {common.ALPHA:g}")
-
-
-def conclusions(study: Study, baseline: str) -> list[str]:
-    acc = common.differences(study.groups, baseline, "restored_val_accuracy")
-    gap = common.differences(study.groups, baseline, "gap")
-    best = _ranked(study)[0]
-    base_acc = PCT(_mean(study.groups[baseline], "restored_val_accuracy"))
-    if best == baseline:
-        out = [f"Highest mean restored-best validation accuracy: the baseline `{baseline}`, at {base_acc}."]
-    else:
-        out = [f"Highest mean restored-best validation accuracy: `{best}` at "
-               f"{PCT(_mean(study.groups[best], 'restored_val_accuracy'))}; the baseline `{baseline}` reaches {base_acc}."]
-    if not study.multi_seed:
-        out.append("At least one variant has a single seed, so seed-to-seed noise is unknown for it: its differences "
-                   "are anecdotes, and none of them can be called distinguishable from noise.")
-    for what, diffs, up, down in (("restored-best validation accuracy", acc, "higher", "lower"),
-                                  ("generalization gap", gap, "larger (overfits more)", "smaller (overfits less)")):
-        yes = [d for d in diffs if d.distinguishable]
-        no = [d for d in diffs if not d.distinguishable]
-        if yes:
-            out.append(f"Distinguishable from noise in {what}: " + "; ".join(
-                f"`{d.variant}` is {up if d.diff > 0 else down} than `{baseline}` by {PP(abs(d.diff)).lstrip('+')} "
-                f"(95% CI {common.interval_text(d, PP)}, {common.p_text(d.p_holm, 'Holm p')})" for d in yes) + ".")
-        if no:
-            out.append(f"Not distinguishable from noise in {what}: " + "; ".join(
-                f"`{d.variant}` {PP(d.diff)} ({_reason(d)})" for d in no) + ".")
-        out.append(f"{len(yes)} of {len(diffs)} variants differ distinguishably from `{baseline}` in {what}.")
+def conclusions(study: Study, an: Analysis) -> list[str]:
+    base = an.reference
+    out = [common.design_text(study.runs, study.design)]
+    if not an.m:
+        return out + [f"The study holds only {code(base)} among its finished runs: there is nothing to compare it with."]
+    for what, comps in (("headline accuracy", an.accuracy), ("generalization gap", an.gap)):
+        groups = {"differs": [], "equivalent": [], "inconclusive": [], "not ranked": []}
+        for c in comps:
+            groups["not ranked" if c.not_ranked else c.verdict].append(c)
+        head = f"**{what.capitalize()} against {code(base)}** ({an.family})"
+        lines = []
+        if groups["differs"]:
+            lines.append("differs: " + "; ".join(
+                f"{common.verdict_text(c, an.margin).split(': ', 1)[1]} ({common.interval_text(c)}, {c.method})"
+                + (", less than the margin" if "less than" in common.verdict_text(c, an.margin) else "")
+                for c in groups["differs"]))
+        if groups["equivalent"]:
+            lines.append(f"equivalent within {common.fmt_margin(an.margin)}: " + "; ".join(
+                f"{code(c.variant)} ({PP(c.diff)}, {common.interval_text(c)})" for c in groups["equivalent"]))
+        if groups["inconclusive"]:
+            lines.append("inconclusive: " + "; ".join(
+                f"{code(c.variant)} ({PP(c.diff)}; " + (f"the data allow {PP(c.lo)} to {PP(c.hi)}" if c.has_interval
+                                                        else f"no interval: {c.note}") + ")"
+                for c in groups["inconclusive"]))
+        if groups["not ranked"]:
+            lines.append("not ranked, both at chance: " + "; ".join(f"{code(c.variant)} and {code(base)}"
+                                                                      for c in groups["not ranked"]))
+        out.append(head + ": " + ". ".join(lines) + ".")
+        out.append(f"{len(groups['differs'])} of {len(comps)} variants differ from {code(base)} in {what}, "
+                   f"{len(groups['equivalent'])} are equivalent within {common.fmt_margin(an.margin)}, "
+                   f"{len(groups['inconclusive'])} inconclusive"
+                   + (f", {len(groups['not ranked'])} not ranked" if groups["not ranked"] else "") + ".")
+    for f in study.runs:
+        if f.at_chance:
+            out.append(f"{code(f.variant)} seed {f.seed} is **at chance** ({f.chance_reason}); it stays in its "
+                       "variant's mean, flagged.")
+    seeded = [c for c in an.accuracy if c.seed_level and c.mdd == c.mdd]
+    if seeded:
+        out.append("With these seeds, the smallest true accuracy difference detected 80% of the time at the family's "
+                   "level would be: " + ", ".join(f"{code(c.variant)} {common.mdd_text(c)}" for c in seeded) + ".")
+    if study.fewest_seeds < common.RECOMMENDED_SEEDS:
+        out.append(f"Fewer than {common.RECOMMENDED_SEEDS} seeds per variant (the fewest: {study.fewest_seeds}): run "
+                   f"at least {common.RECOMMENDED_SEEDS} (`--seeds {common.RECOMMENDED_SEEDS}`)"
+                   + (": with one seed, intervals cover only the validation images, not seed-to-seed variation."
+                      if study.fewest_seeds == 1 else "."))
     return out
 
 
-def render_ablation(study_dir, baseline: str = "full") -> tuple[Path, Path]:
+def render_ablation(study_dir, baseline: str = "full", margin: float = 0.01, quiet: bool = False) -> tuple[Path, Path]:
     """Render DIR/report.md and DIR/report.html for an ablation study. Returns both paths."""
-    study = common.load_study(study_dir)
+    study = common.load_study(study_dir, warn_stderr=not quiet)
     baseline, note = resolve_baseline(study, baseline)
-    doc = Document(f"reglab ablation against {baseline}")
-    doc.p(f"{common.GENERATED} "
-          f"Each variant is compared with the baseline `{baseline}` on restored-best validation accuracy "
-          "(Welch's t test, Holm-corrected over all variants).")
+    an = common.analyze(study, baseline, margin)
+    doc = Document(f"reglab ablation against {esc(baseline)}")
+    doc.p(f"{common.GENERATED} Each variant is compared with the baseline {code(baseline)} on the headline accuracy "
+          f"and on the measured generalization gap: {an.family}.")
     if note:
         doc.p(note)
-    common.provenance(doc, study)
+    common.alerts(doc, study)
+    doc.p(common.design_text(study.runs, study.design))
+    common.runs_section(doc, study)
 
     doc.h(1, "Variants")
-    _tables(doc, study, baseline)
+    _tables(doc, study, an)
 
-    acc = common.differences(study.groups, baseline, "restored_val_accuracy")
-    if acc:
-        doc.h(1, f"Differences from `{baseline}`")
-        common.difference_table(doc, acc, PP, "Restored-best val accuracy", id="ablation-differences")
-        common.forest_figure(doc, study, acc, "forest.png", f"Restored-best val accuracy minus {baseline} (pp)")
+    if an.m:
+        doc.h(1, f"Differences from {code(baseline)}")
+        common.comparison_table(doc, an, an.accuracy, "accuracy", id="ablation-differences")
+        common.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
         doc.h(2, "Generalization gap")
-        common.difference_table(doc, common.differences(study.groups, baseline, "gap"), PP, "Generalization gap")
+        common.comparison_table(doc, an, an.gap, "generalization gap", id="ablation-gap-differences")
+        common.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
 
     doc.h(1, "Training curves")
-    for variant in study.groups:
-        common.seed_curves_figure(doc, study, variant)
-    common.gap_figure(doc, study, side_by_side=True)
+    for v in study.variants.values():
+        common.seed_curves_figure(doc, study, v)
+    common.gap_figure(doc, study)
+    augmentation_section(doc, study)
 
     doc.h(1, "Conclusions")
-    doc.bullets(conclusions(study, baseline) if acc else
-                [f"The study holds only `{baseline}`: there is nothing to compare it with."])
+    doc.bullets(conclusions(study, an))
+    doc.h(1, "How to read the statistics")
+    doc.bullets(common.method_notes(an, study.runs))
+    common.setup_section(doc, study.runs, study.meta)
     return write_document(doc, study.path, "report")
+
+
+def terminal_table(study_dir, console=None, baseline: str = "full", margin: float = 0.01) -> None:
+    """The report's variants table on the terminal (rich), at-chance runs flagged."""
+    study = common.load_study(study_dir, warn_stderr=False)
+    base, _ = resolve_baseline(study, baseline)
+    an = common.analyze(study, base, margin)
+    keep = ("Variant", "Headline accuracy", "Generalization gap", "Epochs", "Seeds finished",
+            f"Accuracy vs {code(an.reference)}")  # the report's table less what a terminal has no room for
+    rows = [{k: v for k, v in row.items() if k in keep} for row in ablation_rows(study, an)]
+    print_rows(rows, "Ablation (report.md has every column)", console)
+
+
+print_ablation_table = terminal_table  # the name before terminal_table

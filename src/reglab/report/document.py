@@ -1,8 +1,12 @@
 """A tiny document model rendered twice: Markdown (images beside it) and one self-contained HTML file.
 
-Reports build a list of blocks once, so report.md and report.html can never disagree. Inline text
-supports only **bold** and `code`, which both renderers understand. The HTML loads nothing from the
-network: images are embedded as base64 data URIs and the stylesheet is inline.
+Reports build a list of blocks once, so report.md and report.html can never disagree. Inline text is a small
+markup that both renderers understand: **bold**, `code`, and backslash escapes (\\X stands for a literal X, for
+any ASCII punctuation X, exactly as in CommonMark). Text from the user's data (class folders, file names,
+variant names) must go through `esc` (or `code`) before it joins a block, so a `|`, `*`, `$`, `<`, a newline or a
+terminal escape sequence in a folder name is shown as itself and never changes the layout. The HTML loads
+nothing from the network: images are embedded as base64 data URIs, diagrams are inline SVG, the stylesheet is
+inline.
 """
 
 from __future__ import annotations
@@ -10,10 +14,98 @@ from __future__ import annotations
 import base64
 import html
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import atomic
+
+# ------------------------------------------------------------------------------------------ escaping
+
+# Markdown's meaningful characters inside a line (GitHub: | tables, $ math, ~ strikethrough, & entities).
+_MD_SPECIAL = frozenset("\\`*_[]<>|$&~")
+_SAFE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+/()-]*")
+
+
+def visible(text) -> str:
+    """One printable line: control characters (newlines, tabs, ESC, DEL, C1, line separators) become visible
+    escapes such as \\n or \\x1b, so a name can neither break a line nor drive a terminal."""
+    out = []
+    for ch in str(text):
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def esc(text) -> str:
+    """User text as inline markup that shows exactly that text (made visible) in Markdown and HTML."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in visible(text))
+
+
+def code(name) -> str:
+    """A name in code style when that is safe in both renderers, otherwise escaped plain text."""
+    s = visible(name)
+    return f"`{s}`" if _SAFE_CODE.fullmatch(s) else esc(s)
+
+
+def _tokens(text: str):
+    """(kind, value) for inline markup: ("text", literal), ("code", literal), ("bold", None)."""
+    i, n = 0, len(text)
+    buf = []
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n and text[i + 1] in _MD_SPECIAL | frozenset("#!()+-.{}\"'=,:;?@^/"):
+            buf.append(text[i + 1])
+            i += 2
+        elif ch == "`" and text.find("`", i + 1) > i:
+            end = text.find("`", i + 1)
+            if buf:
+                yield "text", "".join(buf)
+                buf = []
+            yield "code", text[i + 1:end]
+            i = end + 1
+        elif text.startswith("**", i):
+            if buf:
+                yield "text", "".join(buf)
+                buf = []
+            yield "bold", None
+            i += 2
+        else:
+            buf.append(ch)
+            i += 1
+    if buf:
+        yield "text", "".join(buf)
+
+
+def plain(text: str) -> str:
+    """Inline markup as the plain text a reader sees (for the terminal, alt texts and figure labels)."""
+    return "".join(v for k, v in _tokens(text) if k != "bold")
+
+
+def inline_html(text: str) -> str:
+    out, bold = [], False
+    for kind, value in _tokens(text):
+        if kind == "text":
+            out.append(html.escape(value, quote=False))
+        elif kind == "code":
+            out.append(f"<code>{html.escape(value, quote=False)}</code>")
+        else:
+            out.append("</strong>" if bold else "<strong>")
+            bold = not bold
+    if bold:
+        out.append("</strong>")
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------- blocks
 
 
 @dataclass
@@ -25,6 +117,7 @@ class Heading:
 @dataclass
 class Para:
     text: str
+    kind: str = ""  # "warning": drawn as a warning box in HTML
 
 
 @dataclass
@@ -49,7 +142,16 @@ class Figure:
 @dataclass
 class Code:
     text: str
-    lang: str = ""  # "mermaid" becomes a ```mermaid block in Markdown and plain source in HTML
+    lang: str = ""
+
+
+@dataclass
+class Diagram:
+    """A model diagram: a ```mermaid block in Markdown, the inline SVG (drawn in Python) in HTML."""
+
+    mermaid: str
+    svg: str
+    caption: str = ""
 
 
 @dataclass
@@ -60,11 +162,15 @@ class Document:
     def h(self, level: int, text: str):
         self.blocks.append(Heading(level, text))
 
-    def p(self, text: str):
-        self.blocks.append(Para(text))
+    def p(self, text: str, kind: str = ""):
+        self.blocks.append(Para(text, kind))
+
+    def warning(self, text: str):
+        self.blocks.append(Para(text, "warning"))
 
     def bullets(self, items: list[str]):
-        self.blocks.append(Bullets(list(items)))
+        if items:
+            self.blocks.append(Bullets(list(items)))
 
     def table(self, header, rows, id: str = "", note: str = ""):
         self.blocks.append(Table([str(h) for h in header], [[str(c) for c in r] for r in rows], id, note))
@@ -75,12 +181,24 @@ class Document:
     def code(self, text: str, lang: str = ""):
         self.blocks.append(Code(text, lang))
 
+    def diagram(self, mermaid: str, svg: str, caption: str = ""):
+        self.blocks.append(Diagram(mermaid, svg, caption))
+
 
 # ------------------------------------------------------------------------------------------- Markdown
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
+    """A table cell: a bare | (one of ours, not an escaped one) must not end the cell."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        out.append("\\|" if text[i] == "|" else text[i])
+        i += 1
+    return "".join(out)
 
 
 def to_markdown(doc: Document) -> str:
@@ -89,7 +207,7 @@ def to_markdown(doc: Document) -> str:
         if isinstance(b, Heading):
             out += ["#" * (b.level + 1) + " " + b.text, ""]
         elif isinstance(b, Para):
-            out += [b.text, ""]
+            out += [f"> {b.text}" if b.kind == "warning" else b.text, ""]
         elif isinstance(b, Bullets):
             out += [f"- {item}" for item in b.items] + [""]
         elif isinstance(b, Table):
@@ -98,9 +216,11 @@ def to_markdown(doc: Document) -> str:
             out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
             out += ["", f"*{b.note}*", ""] if b.note else [""]
         elif isinstance(b, Figure):
-            out += [f"![{b.caption}]({b.path})", "", f"*{b.caption}*", ""]
+            out += [f"![{Path(b.path).stem}]({b.path})", "", f"*{b.caption}*", ""]
         elif isinstance(b, Code):
             out += [f"```{b.lang}", b.text, "```", ""]
+        elif isinstance(b, Diagram):
+            out += ["```mermaid", b.mermaid, "```", ""] + ([f"*{b.caption}*", ""] if b.caption else [])
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -120,20 +240,14 @@ code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monosp
 code { background: #f3f4f6; padding: 1px 4px; border-radius: 3px; }
 pre { background: #f6f8fa; border: 1px solid #e1e4e8; padding: 10px 12px; overflow-x: auto; border-radius: 4px; }
 figure { margin: 1.2em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure img, figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: .9em; font-style: italic; }
-.label { color: #666; font-size: .85em; margin-bottom: 2px; }
+.warning { background: #fff4e5; border-left: 4px solid #e8590c; padding: 8px 12px; }
 """
 
 
-def _inline(text: str) -> str:
-    s = html.escape(text, quote=False)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
-
-
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return re.sub(r"[^a-z0-9]+", "-", plain(text).lower()).strip("-")
 
 
 def _data_uri(path: Path) -> str:
@@ -141,35 +255,38 @@ def _data_uri(path: Path) -> str:
 
 
 def to_html(doc: Document, base_dir: Path) -> str:
-    body = [f"<h1>{_inline(doc.title)}</h1>"]
+    body = [f"<h1>{inline_html(doc.title)}</h1>"]
     for b in doc.blocks:
         if isinstance(b, Heading):
             n = min(b.level + 1, 6)
-            body.append(f'<h{n} id="{_slug(b.text)}">{_inline(b.text)}</h{n}>')
+            body.append(f'<h{n} id="{_slug(b.text)}">{inline_html(b.text)}</h{n}>')
         elif isinstance(b, Para):
-            body.append(f"<p>{_inline(b.text)}</p>")
+            cls = f' class="{b.kind}"' if b.kind else ""
+            body.append(f"<p{cls}>{inline_html(b.text)}</p>")
         elif isinstance(b, Bullets):
-            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.items) + "</ul>")
+            body.append("<ul>" + "".join(f"<li>{inline_html(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
             attr = f' id="{html.escape(b.id)}"' if b.id else ""
-            head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
-            rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            head = "".join(f"<th>{inline_html(h)}</th>" for h in b.header)
+            rows = "".join("<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in r) + "</tr>" for r in b.rows)
             body.append(f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             if b.note:
-                body.append(f'<p class="note">{_inline(b.note)}</p>')
+                body.append(f'<p class="note">{inline_html(b.note)}</p>')
         elif isinstance(b, Figure):
             src = _data_uri(base_dir / b.path)
-            alt = html.escape(b.caption)
-            body.append(f'<figure><img src="{src}" alt="{alt}"><figcaption>{_inline(b.caption)}</figcaption></figure>')
+            alt = html.escape(plain(b.caption))
+            body.append(f'<figure><img src="{src}" alt="{alt}"><figcaption>{inline_html(b.caption)}</figcaption>'
+                        "</figure>")
         elif isinstance(b, Code):
-            # mermaid.js cannot be loaded offline, so the diagram is shown as its source
-            label = '<div class="label">Mermaid source</div>' if b.lang == "mermaid" else ""
             cls = f' class="{html.escape(b.lang)}-source"' if b.lang else ""
-            body.append(f"{label}<pre{cls}>{html.escape(b.text)}</pre>")
+            body.append(f"<pre{cls}>{html.escape(b.text)}</pre>")
+        elif isinstance(b, Diagram):
+            caption = f"<figcaption>{inline_html(b.caption)}</figcaption>" if b.caption else ""
+            body.append(f'<figure class="diagram">{b.svg}{caption}</figure>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(doc.title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"<title>{html.escape(plain(doc.title))}</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )

@@ -1,31 +1,47 @@
-"""Figures for run folders and study reports (PNG, written atomically).
+"""Figures for run folders and study reports (PNG, written atomically), and the model diagram as SVG.
 
 Figures are built with matplotlib's object API on an Agg canvas rather than pyplot: nothing is registered
 in pyplot's global figure list, so there is nothing to leak or close and no GUI backend is ever touched
 (importing this module does not change the user's matplotlib backend either).
 Inputs are plain data (metric rows, arrays), not run folders.
 
+One visual language throughout: one colour per variant in every figure (the caller passes it), training dashed
+and validation (or the selection split) solid, accuracies in % and differences in percentage points (the units
+of the tables), integer epoch ticks. Every text that may come from the user's data goes through `mpl_text`, so
+a `$` in a class folder is a dollar sign and not the start of a formula.
+
 A "series" is {seed: rows}, where rows are metrics.csv rows (dicts with epoch, train_loss, ...).
 """
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import textwrap
+from collections import OrderedDict
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .. import atomic
+from .document import visible
 
 DPI = 100
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+PANEL_COLUMNS = 3  # small multiples: at most this many panels a row
+TRAIN_STYLE, EVAL_STYLE = "--", "-"
 
 
 def color(i: int) -> str:
     return COLORS[i % len(COLORS)]
+
+
+def mpl_text(text) -> str:
+    """User text for a matplotlib label: made visible (one line) and with every `$` escaped (no math)."""
+    return visible(text).replace("$", r"\$")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -45,8 +61,29 @@ def _col(rows: list[dict], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
 
 
-def _gap(rows: list[dict]) -> np.ndarray:
-    return _col(rows, "train_accuracy") - _col(rows, "val_accuracy")
+def chooser(rows: list[dict]) -> str:
+    """"val" when the run measured val/ every epoch (it chose on val/), "select" when only the selection split."""
+    if any(r.get("val_accuracy") is not None for r in rows) or not any(r.get("select_accuracy") is not None
+                                                                       for r in rows):
+        return "val"
+    return "select"
+
+
+EVAL_NAME = {"val": "validation", "select": "selection split"}
+
+
+def _eval(rows: list[dict], metric: str) -> np.ndarray:
+    return _col(rows, f"{chooser(rows)}_{metric}")
+
+
+def _scaled(values, metric: str):
+    """Accuracies in %, losses as they are."""
+    return (lambda rows: values(rows) * 100.0) if metric == "accuracy" else values
+
+
+def _epoch_axis(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Epoch")
 
 
 def _mean_curve(series: dict, values) -> tuple[np.ndarray, np.ndarray] | None:
@@ -62,25 +99,7 @@ def _mean_curve(series: dict, values) -> tuple[np.ndarray, np.ndarray] | None:
     return _col(first[:n], "epoch"), stacked.mean(axis=0)
 
 
-def plot_curves(rows: list[dict], path, title: str = "") -> None:
-    """One run's loss and accuracy, train against val: the notebook's plot_metrics (2 panels, 12x4 in)."""
-    fig = _figure(12, 4)
-    epochs = _col(rows, "epoch")
-    for i, (metric, name) in enumerate((("loss", "Loss"), ("accuracy", "Accuracy"))):
-        ax = fig.add_subplot(1, 2, i + 1)
-        ax.plot(epochs, _col(rows, f"train_{metric}"), label=f"Training {name}")
-        ax.plot(epochs, _col(rows, f"val_{metric}"), label=f"Validation {name}")
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel(name)
-        ax.legend()
-        ax.set_title(f"Training and Validation {name}")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def _draw_series(ax, series: dict, values, c: str, label: str, style: str = "-") -> None:
+def _draw_series(ax, series: dict, values, c: str, label: str, style: str = EVAL_STYLE) -> None:
     """All seeds as thin lines; the mean in bold when there is more than one seed."""
     mean = _mean_curve(series, values)
     for k, rows in enumerate(series.values()):
@@ -91,157 +110,297 @@ def _draw_series(ax, series: dict, values, c: str, label: str, style: str = "-")
         ax.plot(*mean, style, color=c, lw=2.4, label=f"{label} (mean of {len(series)})")
 
 
-def plot_seed_curves(series: dict, path, title: str = "") -> None:
-    """One model's loss and accuracy, train (dashed) against val (solid), every seed thin plus the mean."""
-    fig = _figure(12, 4)
-    for i, (metric, name) in enumerate((("loss", "Loss"), ("accuracy", "Accuracy"))):
+def _loss_accuracy(fig, series: dict, c: str, rows_for_names: list[dict]) -> None:
+    name = EVAL_NAME[chooser(rows_for_names)]
+    for i, (metric, label, unit) in enumerate((("loss", "Loss", ""), ("accuracy", "Accuracy", " (%)"))):
         ax = fig.add_subplot(1, 2, i + 1)
-        _draw_series(ax, series, lambda r, m=metric: _col(r, f"train_{m}"), color(0), f"Training {name}", "--")
-        _draw_series(ax, series, lambda r, m=metric: _col(r, f"val_{m}"), color(1), f"Validation {name}")
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel(name)
+        _draw_series(ax, series, _scaled(lambda r, m=metric: _col(r, f"train_{m}"), metric), c,
+                     f"Training {label.lower()} (running, augmentation on)", TRAIN_STYLE)
+        _draw_series(ax, series, _scaled(lambda r, m=metric: _eval(r, m), metric), c, f"{name.capitalize()} "
+                     f"{label.lower()}", EVAL_STYLE)
+        _epoch_axis(ax)
+        ax.set_ylabel(label + unit)
         ax.legend(fontsize=8)
-        ax.set_title(f"Training and Validation {name}")
+        ax.set_title(f"Training and {name} {label.lower()}")
+
+
+def plot_curves(rows: list[dict], path, title: str = "", c: str | None = None) -> None:
+    """One run's loss and accuracy, training against the split that chooses (2 panels, 12x4 in, as the
+    notebook's plot_metrics): training dashed, validation (or selection split) solid, accuracy in %."""
+    fig = _figure(12, 4)
+    _loss_accuracy(fig, {0: rows}, c or color(0), rows)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(mpl_text(title))
     fig.tight_layout()
     _save(fig, path)
 
 
-def plot_overlay(by_variant: dict, path, title: str = "") -> None:
-    """Every variant on the same axes: one colour per variant, val solid, train dashed."""
+def plot_seed_curves(series: dict, path, title: str = "", c: str | None = None) -> None:
+    """One model's loss and accuracy, every seed thin plus the mean, in the variant's colour."""
+    fig = _figure(12, 4)
+    first = next(iter(series.values()), [])
+    _loss_accuracy(fig, series, c or color(0), first)
+    if title:
+        fig.suptitle(mpl_text(title))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_overlay(by_variant: dict, path, colors: dict | None = None, title: str = "") -> None:
+    """Every variant on the same axes: one colour per variant, evaluation solid, training dashed."""
+    colors = colors or {v: color(i) for i, v in enumerate(by_variant)}
     fig = _figure(12, 4.5)
-    for i, (metric, name) in enumerate((("loss", "Loss"), ("accuracy", "Accuracy"))):
+    for i, (metric, name, unit) in enumerate((("loss", "Loss", ""), ("accuracy", "Accuracy", " (%)"))):
         ax = fig.add_subplot(1, 2, i + 1)
-        for j, (variant, series) in enumerate(by_variant.items()):
-            _draw_series(ax, series, lambda r, m=metric: _col(r, f"train_{m}"), color(j), f"{variant} train", "--")
-            _draw_series(ax, series, lambda r, m=metric: _col(r, f"val_{m}"), color(j), f"{variant} val")
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel(name)
-        ax.legend(fontsize=8)
+        for variant, series in by_variant.items():
+            v = mpl_text(variant)
+            _draw_series(ax, series, _scaled(lambda r, m=metric: _col(r, f"train_{m}"), metric), colors[variant],
+                         f"{v} training (running)", TRAIN_STYLE)
+            first = next(iter(series.values()), [])
+            _draw_series(ax, series, _scaled(lambda r, m=metric: _eval(r, m), metric), colors[variant],
+                         f"{v} {EVAL_NAME[chooser(first)]}", EVAL_STYLE)
+        _epoch_axis(ax)
+        ax.set_ylabel(name + unit)
+        ax.legend(fontsize=7)
         ax.set_title(name)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(mpl_text(title))
     fig.tight_layout()
     _save(fig, path)
 
 
-def plot_gap(by_variant: dict, path, side_by_side: bool = False, title: str = "") -> None:
-    """Generalization gap (train accuracy - val accuracy) per epoch; one panel, or one panel per variant."""
-    n = len(by_variant) if side_by_side else 1
-    fig = _figure(max(6.0, 4.2 * n) if side_by_side else 7, 4)
-    axes = [fig.add_subplot(1, n, 1)]
-    axes += [fig.add_subplot(1, n, k + 1, sharey=axes[0]) for k in range(1, n)]
-    for j, (variant, series) in enumerate(by_variant.items()):
-        ax = axes[j] if side_by_side else axes[0]
-        _draw_series(ax, series, _gap, color(j), variant)
-        if side_by_side:
-            ax.set_title(variant)
-    for ax in axes:
-        ax.axhline(0.0, color="#888", lw=0.8)
-        ax.set_xlabel("Epoch")
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("Train accuracy - val accuracy")
-    if title or not side_by_side:
-        fig.suptitle(title or "Generalization gap")
+def grid_shape(n: int, columns: int = PANEL_COLUMNS) -> tuple[int, int]:
+    cols = max(1, min(columns, n))
+    return math.ceil(max(n, 1) / cols), cols
+
+
+def plot_gap_grid(panels: dict, path, colors: dict | None = None, title: str = "") -> None:
+    """Small multiples, one panel per variant (at most 3 a row, shared axes): running training accuracy
+    (dashed) and evaluation accuracy (solid) per epoch, and the MEASURED generalization gap of every seed as a
+    vertical bar at its best epoch, from clean training accuracy (hollow) down to restored-best accuracy (dot).
+
+    panels: {variant: {"series": {seed: rows}, "measured": [(best_epoch, clean_train, restored_val), ...]}}.
+    """
+    colors = colors or {v: color(i) for i, v in enumerate(panels)}
+    rows_n, cols = grid_shape(len(panels))
+    fig = _figure(4.2 * cols, 3.2 * rows_n + 0.6)
+    axes = []
+    for k, (variant, panel) in enumerate(panels.items()):
+        share = axes[0] if axes else None
+        ax = fig.add_subplot(rows_n, cols, k + 1, sharex=share, sharey=share)
+        axes.append(ax)
+        c = colors[variant]
+        series = panel["series"]
+        _draw_series(ax, series, _scaled(lambda r: _col(r, "train_accuracy"), "accuracy"), c,
+                     "training (running)", TRAIN_STYLE)
+        _draw_series(ax, series, _scaled(lambda r: _eval(r, "accuracy"), "accuracy"), c, "evaluation", EVAL_STYLE)
+        first = True
+        for epoch, clean, restored in panel.get("measured", []):
+            if epoch is None or not all(math.isfinite(v) for v in (clean, restored)):
+                continue
+            ax.plot([epoch, epoch], [restored * 100, clean * 100], color=c, lw=1.6)
+            ax.plot([epoch], [clean * 100], "o", mfc="white", color=c, ms=6,
+                    label="clean train (best weights)" if first else None)
+            ax.plot([epoch], [restored * 100], "o", color=c, ms=6, label="restored-best eval" if first else None)
+            first = False
+        ax.set_title(mpl_text(variant), fontsize=10)
+        _epoch_axis(ax)
+        if k % cols == 0:
+            ax.set_ylabel("Accuracy (%)")
+        if k == 0:  # the same legend for every panel: shown once
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(mpl_text(title or "Accuracy per epoch; bars: the measured generalization gap"), fontsize=11)
     fig.tight_layout()
     _save(fig, path)
 
 
 def plot_confusion(counts: np.ndarray, class_names: list[str], path, title: str = "") -> None:
-    """Row-normalised confusion matrix: row = true class, so the diagonal is each class's recall."""
+    """Row-normalised confusion matrix: row = true class, so the diagonal is each class's recall (in %)."""
     counts = np.asarray(counts, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
-    norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) * 100.0
     c = len(class_names)
     side = min(12.0, 3.0 + 0.55 * c)
     fig = _figure(side + 1.2, side)
     ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(c), labels=class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(c), labels=class_names, fontsize=8)
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=100.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
+    names = [mpl_text(textwrap.shorten(visible(n), 28, placeholder="…")) for n in class_names]
+    ax.set_xticks(range(c), labels=names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(c), labels=names, fontsize=8)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
     if c <= 15:
         for i in range(c):
             for j in range(c):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(title)
+                ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 50 else "black")
+    ax.set_title(mpl_text(title))
     fig.tight_layout()
     _save(fig, path)
 
 
 def _image_grid(images: list[np.ndarray], labels: list[str], cols: int, path, title: str, cell: float = 2.2) -> None:
+    """Images in a grid, each with its (one- or two-line) label above it. Laid out by hand: tight_layout over
+    dozens of axes costs seconds and changes nothing here."""
     rows = max(1, math.ceil(len(images) / cols))
-    fig = _figure(cols * cell, rows * (cell + 0.35) + 0.5)
+    label_h = 0.18 + 0.14 * max([str(lab).count("\n") + 1 for lab in labels] or [1])
+    head = 0.45 if title else 0.1
+    width, height = cols * cell, rows * (cell + label_h) + head
+    fig = _figure(width, height)
+    pad = 0.06
     for k, (img, label) in enumerate(zip(images, labels)):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        ax.imshow(img, interpolation="nearest")
-        ax.set_title(label, fontsize=7)
-        ax.axis("off")
+        r, c = divmod(k, cols)
+        top = head + r * (cell + label_h) + label_h
+        ax = fig.add_axes(((c * cell + pad) / width, 1 - (top + cell - pad) / height,
+                           (cell - 2 * pad) / width, (cell - 2 * pad) / height))
+        ax.imshow(img, interpolation="nearest", aspect="auto")
+        ax.set_axis_off()
+        fig.text((c + 0.5) * cell / width, 1 - (top - 0.04) / height, label, ha="center", va="bottom", fontsize=7)
     if not images:
         fig.text(0.5, 0.5, "none", ha="center", va="center")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.text(0.5, 1 - 0.08 / height, mpl_text(title), ha="center", va="top", fontsize=11)
     _save(fig, path)
 
 
 def plot_misclassified(images: np.ndarray, true_names: list[str], pred_names: list[str],
                        confidences: list[float], path, title: str = "", cols: int = 4) -> None:
     """The most confidently wrong val images, each titled with its true and predicted class."""
-    wrap = lambda s: textwrap.shorten(str(s), 22, placeholder="…")  # noqa: E731 - keep titles on one line
+    wrap = lambda s: mpl_text(textwrap.shorten(visible(s), 22, placeholder="…"))  # noqa: E731 - one line each
     labels = [f"true: {wrap(t)}\npred: {wrap(p)} ({c:.0%})" for t, p, c in zip(true_names, pred_names, confidences)]
     _image_grid(list(images), labels, cols, path, title)
 
 
-def plot_augmentation(images: np.ndarray, augment_name: str, path, draws: int = 4, max_images: int = 4,
-                      title: str = "") -> None:
-    """A few training images (rows): the original, then `draws` independent augmented versions.
-
-    Uses the training code's own augment() with a fixed generator, so the figure shows exactly the
-    transformation training applied and is the same on every re-render.
-    """
+def augmentation_grid(images: np.ndarray, augment_name: str, draws: int = 4) -> np.ndarray:
+    """(n * (draws + 1), H, W, 3) uint8: each image as stored, then `draws` independent draws of the training
+    code's own augment() with a fixed generator (the same figure on every re-render)."""
     import torch
 
     from ..data.augment import augment
 
-    imgs = np.asarray(images)[:max_images]
+    imgs = np.asarray(images)
     x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 255.0
     g = torch.Generator().manual_seed(0)
     outs = [augment(augment_name, x, g) for _ in range(draws)]
-    to_img = lambda t: (t.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # noqa: E731
-    grid, labels = [], []
-    for i in range(len(imgs)):
-        grid.append(imgs[i])
-        labels.append("original")
-        for d, out in enumerate(outs):
-            grid.append(to_img(out[i]))
-            labels.append(f"{augment_name} draw {d + 1}")
-    _image_grid(grid, labels, draws + 1, path, title or f"augment = {augment_name}", cell=1.9)
+    as_uint8 = lambda t: (t.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    drawn = [as_uint8(o) for o in outs]
+    return np.stack([img for i in range(len(imgs)) for img in [imgs[i]] + [d[i] for d in drawn]])
 
 
-def plot_forest(labels: list[str], diffs, los, his, path, xlabel: str, title: str = "") -> None:
-    """Differences with their confidence intervals; a dashed line at zero (no difference).
+def plot_augmentation(images: np.ndarray, augment_name: str, path, draws: int = 4, max_images: int = 4,
+                      title: str = "") -> None:
+    """A few training images (rows): the original, then `draws` independent augmented versions."""
+    imgs = np.asarray(images)[:max_images]
+    grid = augmentation_grid(imgs, augment_name, draws)
+    name = mpl_text(augment_name)
+    labels = [("original" if j == 0 else f"{name} draw {j}") for _ in range(len(imgs)) for j in range(draws + 1)]
+    _image_grid(list(grid), labels, draws + 1, path, title or f"augment = {augment_name}", cell=1.9)
 
-    A comparison without an interval (one seed) is drawn as a hollow marker, so it does not look tested.
+
+def plot_forest(items: list[dict], path, xlabel: str, limit: float, margin: float = 0.0, title: str = "") -> dict:
+    """Differences with their intervals, sorted by effect (largest on top), in percentage points.
+
+    items: dicts with label, diff, lo, hi (nan: no interval), seeds (each seed's value minus the reference mean),
+    color. The axis never leaves [-limit, +limit] (the possible range of the difference); an interval that
+    reaches beyond what is drawn ends in an arrow at the edge. The zero line is dashed; the ±margin band shaded.
+    Returns what was drawn: {"order": labels top to bottom, "xlim": (lo, hi), "arrows": ["label<", "label>", ...]}.
     """
-    n = len(labels)
-    fig = _figure(8, 1.2 + 0.55 * max(n, 1))
+    items = sorted(items, key=lambda d: (-(d["diff"] if math.isfinite(d["diff"]) else -math.inf)))
+    n = len(items)
+    fig = _figure(8.5, 1.3 + 0.65 * max(n, 1))
     ax = fig.add_subplot(1, 1, 1)
-    for i, (d, lo, hi) in enumerate(zip(diffs, los, his)):
+    ends = [v for d in items for v in [d["diff"], d["lo"], d["hi"], *d.get("seeds", [])] if math.isfinite(v)]
+    reach = max([abs(v) for v in ends] + [margin * 1.5, 1.0])
+    edge = min(limit, reach * 1.12)
+    if margin > 0:
+        ax.axvspan(-margin, margin, color="#999", alpha=0.15, lw=0, label=f"±{margin:g} pp margin")
+    ax.axvline(0.0, color="#555", ls="--", lw=1)
+    arrows = []
+    for i, d in enumerate(items):
         y = n - 1 - i
+        c = d.get("color", color(0))
+        lo, hi = d["lo"], d["hi"]
         if math.isfinite(lo) and math.isfinite(hi):
-            ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color=color(0), capsize=4)
-        elif math.isfinite(d):
-            ax.plot([d], [y], "o", mfc="white", color=color(0))
-    ax.axvline(0.0, color="#888", ls="--", lw=1)
-    ax.set_yticks(range(n), labels=list(reversed(labels)))
-    ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel(xlabel)
+            a, b = max(lo, -edge), min(hi, edge)
+            ax.plot([a, b], [y, y], color=c, lw=2.2)
+            for end, cut, mark in ((a, lo < -edge or d.get("clipped_lo"), "<"), (b, hi > edge or d.get("clipped_hi"), ">")):
+                ax.plot([end], [y], marker=mark if cut else "|", color=c, ms=9 if cut else 10, mew=1.5)
+                if cut:
+                    arrows.append(d["label"] + mark)
+            ax.plot([d["diff"]], [y], "o", color=c, ms=7)
+        elif math.isfinite(d["diff"]):
+            ax.plot([d["diff"]], [y], "o", mfc="white", color=c, ms=7)  # no interval: hollow, does not look tested
+        seeds = [s for s in d.get("seeds", []) if math.isfinite(s)]
+        if seeds:
+            ax.plot(np.clip(seeds, -edge, edge), [y - 0.25] * len(seeds), ".", color=c, alpha=0.7, ms=7)
+    ax.set_yticks(range(n), labels=[mpl_text(d["label"]) for d in reversed(items)])
+    ax.set_ylim(-0.8, n - 0.4)
+    ax.set_xlim(-edge, edge)
+    ax.set_xlabel(mpl_text(xlabel))
+    if margin > 0:
+        ax.legend(fontsize=7, loc="lower right")
     if title:
-        ax.set_title(title)
+        ax.set_title(mpl_text(title))
+    drawn = {"order": [d["label"] for d in items], "xlim": tuple(float(x) for x in ax.get_xlim()), "arrows": arrows}
     fig.tight_layout()
     _save(fig, path)
+    return drawn
+
+
+# ------------------------------------------------------------------------------------------ the diagram
+
+
+def _layer_label(r: dict) -> str:
+    shape = r["output_shape"]
+    if r["type"] == "Conv2D":
+        return f"Conv2D 3×3, {shape[-1]}, ReLU"
+    if r["type"] == "Dense":
+        return f"Dense {shape[-1]}" + (", ReLU" if r.get("relu") else "")
+    if r["type"] == "MaxPooling2D":
+        return "MaxPool 2×2"
+    return str(r["type"])
+
+
+def model_svg(rows: list[dict], image_size: int, in_channels: int = 3, ident: str = "m") -> str:
+    """The model as an inline SVG flowchart, drawn from models.layer_table rows: one column per block (the
+    Mermaid diagram's subgraphs), layers top to bottom, arrows in data order. Needs no script and no network."""
+    groups: OrderedDict[str, list[dict]] = OrderedDict([("Input", [{"label": f"Input {image_size}×{image_size}×"
+                                                                              f"{in_channels}"}])])
+    for r in rows:
+        g = r["name"].split(".")[0]
+        title = "Fully connected" if g == "head" else g.replace("block", "Block ")
+        groups.setdefault(title, []).append({"label": _layer_label(r), "shape": r["output_shape"]})
+    box_w, box_h, gap_y, col_w, pad, head = 168, 28, 16, 196, 14, 26
+    tallest = max(len(m) for m in groups.values())
+    height = pad * 2 + head + tallest * (box_h + gap_y)
+    width = pad * 2 + col_w * len(groups) - (col_w - box_w - 12)
+    marker = f"arrow-{html.escape(ident)}"
+    out = [f'<svg class="model-diagram" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="model diagram">',
+           f'<defs><marker id="{marker}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+           'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
+           '<style>.box{fill:#eef4fb;stroke:#4a78a8;stroke-width:1}.grp{fill:#fafafa;stroke:#bbb;'
+           'stroke-dasharray:4 3}.t{font:12px sans-serif;fill:#1d1d1f}.g{font:bold 12px sans-serif;fill:#555}'
+           '.a{stroke:#555;stroke-width:1.3;fill:none}</style>']
+    centres = []  # (x, y_top, y_bottom) of each box in data order
+    for k, (title, members) in enumerate(groups.items()):
+        x = pad + k * col_w
+        gh = head + len(members) * (box_h + gap_y)
+        out.append(f'<rect class="grp" x="{x}" y="{pad}" width="{box_w + 12}" height="{gh}" rx="6"/>')
+        out.append(f'<text class="g" x="{x + 8}" y="{pad + 17}">{html.escape(title)}</text>')
+        for j, m in enumerate(members):
+            y = pad + head + j * (box_h + gap_y)
+            out.append(f'<rect class="box" x="{x + 6}" y="{y}" width="{box_w}" height="{box_h}" rx="4"/>')
+            out.append(f'<text class="t" x="{x + 6 + box_w / 2}" y="{y + 18}" text-anchor="middle">'
+                       f'{html.escape(m["label"])}</text>')
+            centres.append((x + 6, y, y + box_h))
+    for (x0, t0, b0), (x1, t1, b1) in zip(centres, centres[1:]):
+        if x0 == x1:  # same column: straight down
+            out.append(f'<path class="a" d="M{x0 + box_w / 2},{b0} V{t1 - 1}" marker-end="url(#{marker})"/>')
+        else:  # next column: out of the right side, through the gap between the blocks, into the left side
+            mid = (x0 + box_w + x1) / 2
+            out.append(f'<path class="a" d="M{x0 + box_w},{(t0 + b0) / 2} H{mid} V{(t1 + b1) / 2} H{x1 - 1}" '
+                       f'marker-end="url(#{marker})"/>')
+    out.append("</svg>")
+    return "".join(out)

@@ -1,0 +1,218 @@
+"""`train()`: one run, or a cohort of runs trained as one packed network, into ordinary run folders.
+
+Check first, touch last: every folder, the resume request, the device, the data and its identity, memory and
+the model are checked before any folder is locked or written. A typo never costs a finished run. The loop
+itself is trainer.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import atomic, lock, rundir
+from .checkpoint import load_checkpoint
+from .config import NON_RESULT_FIELDS, Config, dump_yaml, from_dict
+from .data import Data, DataFiles, decode, find_data
+from .data.folder import show
+from .data.identity import describe_change
+from .device import check_fits, pick_device
+from .errors import UserError
+from .trainer import Interrupted, Trainer  # noqa: F401  (Interrupted: part of this module's interface)
+
+
+# ------------------------------------------------------------------------------------ check, then touch
+
+
+def _check_same_run(out: Path, cfg: Config) -> None:
+    """A last.ckpt copied in from another run must not silently continue as that run's model."""
+    try:
+        written = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # no config.yaml yet (killed before writing it): the checkpoint is all we have
+    differ = sorted(k for k, v in cfg.to_dict().items() if k in written and written[k] != v and k not in
+                    NON_RESULT_FIELDS | {"epochs"})
+    if differ:
+        k = differ[0]
+        raise UserError(
+            f"checkpoint {out / 'last.ckpt'} belongs to another model or run ({k}: {cfg.to_dict()[k]!r} in the "
+            f"checkpoint, {written[k]!r} in config.yaml); restore the run's own last.ckpt or use --overwrite"
+        )
+
+
+def _check_new(out: Path, kind: str, overwrite: bool) -> None:
+    """A new run may go into an absent or empty folder, or over a reglab run folder with --overwrite. A folder
+    whose run never reached its first checkpoint holds nothing to lose: it is started again."""
+    if kind == "file":
+        raise UserError(f"--out {out} exists and is not a directory; choose another path")
+    atomic.check_can_create(out, "run folder")
+    if kind in ("study", "foreign"):
+        what = "a study folder" if kind == "study" else f"files reglab did not write ({rundir.contents(out)})"
+        raise UserError(f"--out {out} is not empty and is not a run folder (it holds {what}); "
+                        "choose an empty or new folder")
+    if kind != "run" or overwrite:
+        return
+    state = rundir.status(out)
+    if state == "finished":
+        raise UserError(f"run folder {out} already holds a finished run; pass --overwrite to replace it or choose "
+                        "another --out")
+    if (out / "last.ckpt").exists():
+        raise UserError(f"run folder {out} holds an unfinished run; pass --resume to continue it or --overwrite to "
+                        "start over")
+    if state == "failed":
+        raise UserError(f"run folder {out} holds a failed run; pass --overwrite to start over or choose another --out")
+
+
+def _resume_plan(out: Path, kind: str, changes: dict) -> tuple[Config, dict | None, list[dict]]:
+    """(config, checkpoint or None, extensions) for --resume; refuses changes that would alter the run."""
+    if kind in ("absent", "empty"):
+        raise UserError(f"no run at {out}; there is nothing to resume (train without --resume)")
+    if kind != "run":
+        raise UserError(f"{out} is not a run folder; there is nothing to resume (train without --resume)")
+    finished = rundir.is_finished(out)
+    saved = load_checkpoint(out / "last.ckpt") if (out / "last.ckpt").exists() else None
+    if saved is not None:
+        try:
+            cfg = from_dict(saved["config"])  # a resumed run continues with exactly its own config
+        except UserError as e:
+            raise UserError(f"checkpoint {out / 'last.ckpt'} holds an incompatible config ({e})") from None
+        _check_same_run(out, cfg)
+    else:
+        try:
+            cfg = from_dict(yaml.safe_load((out / "config.yaml").read_text()))
+        except (OSError, yaml.YAMLError):
+            raise UserError(f"no checkpoint and no readable config.yaml in {out}; there is nothing to resume "
+                            "(train it again with --overwrite)") from None
+    current = cfg.to_dict()
+    refused = sorted(k for k, v in changes.items() if v != current[k] and k not in NON_RESULT_FIELDS | {"epochs"})
+    if refused:
+        shown = ", ".join(f"{k} ({current[k]!r} in the run, {changes[k]!r} asked)" for k in refused[:3])
+        raise UserError(f"--resume continues a run exactly as it was configured; these would change it: {shown}. "
+                        "Drop them, or start a new run with --out")
+    new_epochs = changes.get("epochs", cfg.epochs)
+    if new_epochs < cfg.epochs:
+        raise UserError(f"--epochs {new_epochs} is fewer than the run's {cfg.epochs}; --resume can only extend a run")
+    extensions = []
+    if new_epochs > cfg.epochs:
+        if cfg.schedule != "plateau":
+            raise UserError(f"this run's {cfg.schedule} schedule is laid out over its {cfg.epochs} epochs; extending "
+                            "it would change its learning rates: train a new run with --epochs "
+                            f"{new_epochs} instead")
+        if finished and saved is None:
+            raise UserError(f"run {out} finished and its last.ckpt was removed to save space; a finished run can be "
+                            f"extended only when it was trained with --keep-last (train it again with --keep-last, "
+                            f"or start a new run with --epochs {new_epochs})")
+        if saved is not None and saved["early"].get("stopped"):
+            raise UserError(f"run {out} stopped early at epoch {saved['epoch']} (no improvement for "
+                            f"{cfg.early_stopping_patience} epochs); more epochs would not change it")
+        extensions.append({"from": cfg.epochs, "to": new_epochs})
+    elif finished:
+        return cfg, None, []  # nothing to do: train() reports the finished run
+    cfg = cfg.replace(**{k: v for k, v in changes.items() if k in NON_RESULT_FIELDS | {"epochs"}})
+    return cfg, saved, extensions
+
+
+def prepare(cfg: Config, data: Data | DataFiles | None, device: torch.device, quiet: bool,
+            trained_on: list[dict] = (), size: int = 1) -> Data:
+    """Find, check and decode the data for `cfg` (no run folder is touched). `trained_on`: the identities
+    recorded by runs being resumed, which the data must still match."""
+    if isinstance(data, Data):  # decoded once by a study for all its runs (which checked memory then)
+        files, identity = None, data.identity
+    else:
+        files = data if isinstance(data, DataFiles) else find_data(cfg.data, show_progress=not quiet)
+        identity = files.identity()
+    for then in trained_on:
+        change = describe_change(then, identity)
+        if change:
+            raise UserError(f"the data at {show(cfg.data)} is not what this run was trained on: {change}; restore it, "
+                            "or train a new run")
+    if files is not None:
+        check_fits(cfg, device, files.num_files, len(files.classes), members=size)
+        data = decode(files, cfg.image_size, cfg.on_bad_image, show_progress=not quiet)
+        for path, why in data.describe()["skipped"]:
+            print(f"skipped {path}: {why}", file=sys.stderr)
+    return data
+
+
+def train(cfg: Config | None, out: str | Path, data: Data | DataFiles | None = None, resume: bool = False,
+          overwrite: bool = False, changes: dict | None = None, variant: str | None = None, quiet: bool = False,
+          verbose: bool = False) -> dict:
+    """Train one run into `out` and return its summary (also written to out/summary.json).
+
+    resume: continue the run in `out` (its own config; `changes` may only raise epochs or change how fast it
+    runs). overwrite: replace the run in `out`, once the new one has its data and model. `data`: decoded data
+    (or scanned files) to share between runs of a study.
+    """
+    return train_cohort([cfg], [out], data, [resume], overwrite, changes, [variant], quiet, verbose)[0]
+
+
+def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data | DataFiles | None = None,
+                 resume: list[bool] | None = None, overwrite: bool = False, changes: dict | None = None,
+                 variants: list[str | None] | None = None, quiet: bool = False, verbose: bool = False) -> list[dict]:
+    """Train several seeds of one recipe as one packed network (a cohort), each into its own run folder.
+    Returns the summaries in the order given; a finished run that is asked to resume is returned as it is."""
+    outs = [Path(o) for o in outs]
+    resume = resume or [False] * len(outs)
+    variants = variants or [None] * len(outs)
+    summaries: list[dict | None] = [None] * len(outs)
+    todo = []  # (position, cfg, out, variant, checkpoint, extensions)
+    for i, (cfg, out) in enumerate(zip(cfgs, outs)):
+        kind = rundir.classify(out)
+        if kind not in ("absent", "file"):
+            lock.check_free(out, "run folder")
+        saved, extensions = None, []
+        if resume[i]:
+            cfg, saved, extensions = _resume_plan(out, kind, changes or {})
+            if rundir.is_finished(out) and not extensions:
+                if not quiet:
+                    print(f"{out} is already finished; nothing to resume.", flush=True)
+                summaries[i] = rundir.read_summary(out)
+                continue
+        else:
+            _check_new(out, kind, overwrite)
+        todo.append((i, cfg, out, variants[i] or cfg.model, saved, extensions))
+    if not todo:
+        return summaries
+    cfgs_todo = [t[1] for t in todo]
+    device = pick_device(cfgs_todo[0].device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = prepare(cfgs_todo[0], data, device, quiet, [t[4]["data_identity"] for t in todo
+                                                       if t[4] and "data_identity" in t[4]], size=len(todo))
+    trainer = Trainer(cfgs_todo, data, [t[2] for t in todo], device, quiet=quiet, verbose=verbose,
+                      variants=[t[3] for t in todo])
+    # Everything is checked: now take the folders and write.
+    with contextlib.ExitStack() as stack:
+        for _, _, out, _, _, _ in todo:
+            stack.enter_context(lock.hold(out, "run folder"))
+        latest = max((t[4]["epoch"] for t in todo if t[4]), default=None)
+        shared_done = False
+        for k, (_, cfg, out, _, saved, extensions) in enumerate(todo):
+            rundir.sweep_temporaries(out)
+            if saved is None and rundir.classify(out) == "run":  # --overwrite, or nothing to lose: start clean
+                for p in out.iterdir():
+                    if rundir.is_run_file(p.name) and not p.name.startswith("."):
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+            atomic.check_writable_dir(out, "run folder")
+            if saved is not None:
+                shared = not shared_done and saved["epoch"] == latest  # the cohort's generators: the newest
+                trainer.load_state(k, saved, out / "last.ckpt", shared)
+                shared_done |= shared
+                member = trainer.members[k]
+                member.extensions += [{**e, "at_epoch": member.epoch} for e in extensions]
+                if not quiet:
+                    print(f"Resuming {out} after epoch {member.epoch}"
+                          + (f", extended to {cfg.epochs} epochs." if extensions else "."), flush=True)
+            atomic.write_text(out / "config.yaml", dump_yaml(cfg))
+        trainer.t0 = time.time()
+        for m in trainer.members:
+            trainer.write_summary(m, "running")
+        for (i, *_), summary in zip(todo, trainer.fit()):
+            summaries[i] = summary
+    return summaries
