@@ -1,6 +1,8 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-mini"
 
@@ -37,3 +39,15 @@ def no_curve_plots(monkeypatch):
     import reglab.report.plots
 
     monkeypatch.setattr(reglab.report.plots, "plot_curves", lambda *a, **k: None)
+
+
+def make_tree(root: Path, classes=("a", "b"), per_class: int = 4, val: int = 2, shape=(20, 20)) -> Path:
+    """A tiny ImageFolder tree of random PNGs (seeded): train/<class>/i.png, val/<class>/i.png."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", val)):
+        for cls in classes:
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root

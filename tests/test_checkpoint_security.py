@@ -19,13 +19,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from reglab import checkpoint
 from reglab.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from reglab.cli import main
 from reglab.errors import UserError
-from conftest import one_line_error
+from conftest import one_line_error, make_tree as _make_tree
 
 pytestmark = pytest.mark.usefixtures("no_curve_plots")
 
@@ -36,14 +35,7 @@ def reglab_data(tmp_path, monkeypatch):
 
 
 def make_tree(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("val", 1)):
-        for cls in ("a", "b"):
-            d = root / split / cls
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
+    return _make_tree(root, per_class=3, val=1, shape=(12, 12))
 
 
 @pytest.fixture(scope="module")

@@ -9,25 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from reglab.cli import build_parser, main
-from conftest import one_line_error
+from conftest import make_tree, one_line_error
 
 TINY = ["--image-size", "16", "--epochs", "1", "--device", "cpu"]
-
-
-def make_tree(root: Path, per_class: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", 2)):
-        for cls in ("a", "b"):
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
 
 
 @pytest.fixture

@@ -22,12 +22,14 @@ from reglab import stats
 from reglab.config import dump_yaml, resolve
 from reglab.errors import UserError
 from reglab.models import build_model, count_params
-from reglab.report import common
+from reglab.report import analysis, common, facts
 from reglab.report.ablation import render_ablation
 from reglab.report.ablation import terminal_table as ablation_terminal_table
-from reglab.report.common import COUNT, PCT, PP, analyze, load_study
+from reglab.report.analysis import analyze
+from reglab.report.common import COUNT, PCT, PP
 from reglab.report.compare import render_compare, terminal_table
 from reglab.report.document import esc, inline_html, plain, visible
+from reglab.report.facts import load_study
 from reglab.report.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
 from reglab.report.single import render_single
 from reglab.rundir import METRIC_COLUMNS, find_runs
@@ -278,7 +280,7 @@ def test_design_is_said_plainly(compare_study, tmp_path):
     root = make_study(tmp_path / "s", compare_spec([0.60, 0.62], [0.75, 0.78]), chosen_on="selection split")
     an = analyze(load_study(root), "basic")
     assert an.accuracy[0].verdict in ("differs", "inconclusive")
-    text = common.design_text(load_study(root).runs, "selection split")
+    text = facts.design_text(load_study(root).runs, "selection split")
     assert "test accuracy: val/ evaluated once, selection on 947 held-out training images" in text
 
 
@@ -320,29 +322,29 @@ def test_the_three_verdicts(tmp_path):
     assert c.verdict == "differs" and c.seed_level and c.lo > 0.13
     w = stats.welch(s.variants["regularized"].values("acc"), s.variants["basic"].values("acc"), level, n_images=2000)
     assert (c.lo, c.hi) == pytest.approx((w["lo"], w["hi"]), abs=1e-12)
-    assert common.superiority_text(c) == "1.00 (in 25 of 25 seed pairs; resolution 1/25)"
-    assert "**differs**: `regularized` is higher than `basic` by 14.60 pp" == common.verdict_text(c, 0.01)
+    assert analysis.superiority_text(c) == "1.00 (in 25 of 25 seed pairs; resolution 1/25)"
+    assert "**differs**: `regularized` is higher than `basic` by 14.60 pp" == analysis.verdict_text(c, 0.01)
     # clearly equivalent: 10 seeds each within a few images of 80%
     eq_a = [0.8000, 0.8005, 0.7995, 0.8010, 0.7990, 0.8000, 0.8005, 0.7995, 0.8000, 0.8005]
     eq_b = [0.8005, 0.8000, 0.8010, 0.7995, 0.8000, 0.8005, 0.7990, 0.8000, 0.8005, 0.8000]
     s = _study(tmp_path, "equivalent", eq_a, eq_b)
     c = analyze(s, "basic", 0.01).accuracy[0]
     assert c.verdict == "equivalent" and -0.01 < c.lo < c.hi < 0.01
-    assert common.verdict_text(c, 0.01) == "**equivalent within ±1 pp**: the whole interval lies inside the margin"
+    assert analysis.verdict_text(c, 0.01) == "**equivalent within ±1 pp**: the whole interval lies inside the margin"
     # the same conclusion as the two one-sided tests at the matching level
     assert stats.tost(eq_b, eq_a, 0.01, alpha=(1 - level) / 2, n_images=2000)["equivalent"]
     # inconclusive: 3 seeds with a wide spread; the verdict gives the range the data allow
     s = _study(tmp_path, "inconclusive", [0.60, 0.70, 0.65], [0.62, 0.72, 0.60])
     c = analyze(s, "basic", 0.01).accuracy[0]
     assert c.verdict == "inconclusive" and c.lo < 0 < c.hi
-    assert common.verdict_text(c, 0.01) == f"**inconclusive**: the data allow differences from {PP(c.lo)} to {PP(c.hi)}"
+    assert analysis.verdict_text(c, 0.01) == f"**inconclusive**: the data allow differences from {PP(c.lo)} to {PP(c.hi)}"
 
 
 def test_a_small_difference_that_is_certain_differs_but_inside_the_margin(tmp_path):
     s = _study(tmp_path, "s", [0.800, 0.8005, 0.800, 0.8005, 0.800], [0.805, 0.8055, 0.805, 0.8055, 0.805])
     c = analyze(s, "basic", 0.01).accuracy[0]
     assert c.verdict == "differs" and 0 < c.lo and c.hi < 0.01
-    assert common.verdict_text(c, 0.01).startswith("**differs, but by less than the ±1 pp margin**: `regularized` is "
+    assert analysis.verdict_text(c, 0.01).startswith("**differs, but by less than the ±1 pp margin**: `regularized` is "
                                                    "higher than `basic` by 0.50 pp")
 
 
@@ -519,7 +521,7 @@ def test_an_at_chance_pair_is_not_ranked(tmp_path, capsys):
     an = analyze(study, "basic")
     for c in an.accuracy + an.gap:
         assert c.not_ranked
-        assert common.verdict_text(c, 0.01) == "**not ranked**: `regularized` and `basic` are both at chance"
+        assert analysis.verdict_text(c, 0.01) == "**not ranked**: `regularized` and `basic` are both at chance"
     md = render_compare(root)[0].read_text()
     concl = section(md, "Conclusion")
     assert "higher than" not in concl and "lower than" not in concl and "**not ranked**" in concl
@@ -579,8 +581,8 @@ def test_escaping_helpers():
 
 def test_whole_numbers_print_as_whole_numbers():
     assert COUNT(6.0) == "6" and COUNT(6.0, mean=True) == "6" and COUNT(6.5, mean=True) == "6.5"
-    assert common.seed_summary([6.0, 6.0], COUNT, common.NONNEG) == "6 (both seeds)"
-    assert common.seed_summary([6.0, 7.0], COUNT, common.NONNEG) == "6, 7 (mean 6.5)"
+    assert analysis.seed_summary([6.0, 6.0], COUNT, common.NONNEG) == "6 (both seeds)"
+    assert analysis.seed_summary([6.0, 7.0], COUNT, common.NONNEG) == "6, 7 (mean 6.5)"
 
 
 def test_seed_intervals_are_clipped_to_the_range_and_say_so():
@@ -588,7 +590,7 @@ def test_seed_intervals_are_clipped_to_the_range_and_say_so():
     m, sd = np.mean(vals), np.std(vals, ddof=1)
     lo = m - sps.t.ppf(0.975, 2) * sd / np.sqrt(3)
     assert m + sps.t.ppf(0.975, 2) * sd / np.sqrt(3) > 1  # unclipped, the interval leaves [0, 100%]
-    assert common.seed_summary(vals, PCT) == f"{PCT(m, mean=True)} [{PCT(lo, mean=True)}, 100.00%] (clipped)"
+    assert analysis.seed_summary(vals, PCT) == f"{PCT(m, mean=True)} [{PCT(lo, mean=True)}, 100.00%] (clipped)"
 
 
 def test_epochs_at_the_cap_are_censored(tmp_path):
@@ -600,8 +602,8 @@ def test_epochs_at_the_cap_are_censored(tmp_path):
     basic, reg = study.variants["basic"], study.variants["regularized"]
     assert basic.runs[0].epochs_text() == "ran all 6 epochs (the cap)"
     assert basic.runs[1].epochs_text() == "stopped early at epoch 4"
-    assert common.epochs_cell(basic) == "≥ 5 (1 of 2 at the 6-epoch cap; 6 (cap), 4)"
-    assert common.epochs_cell(reg) == "6 (cap)"
+    assert analysis.epochs_cell(basic) == "≥ 5 (1 of 2 at the 6-epoch cap; 6 (cap), 4)"
+    assert analysis.epochs_cell(reg) == "6 (cap)"
 
 
 def test_different_data_and_mixed_designs_are_warned_about(tmp_path, capsys):

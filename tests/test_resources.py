@@ -30,7 +30,7 @@ from reglab.data import load_data
 from reglab.data.cache import cache_key, decode_split
 from reglab.data.folder import scan
 from reglab.errors import UserError
-from conftest import one_line_error
+from conftest import one_line_error, make_tree as _make_tree
 
 pytestmark = pytest.mark.usefixtures("no_curve_plots")
 SIZE = 32
@@ -45,14 +45,7 @@ def reglab_data(tmp_path, monkeypatch):
 
 
 def make_tree(root: Path, per_class: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", 1)):
-        for cls in ("a", "b"):
-            d = root / split / cls
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
+    return _make_tree(root, per_class=per_class, val=1, shape=(24, 20))
 
 
 @pytest.fixture

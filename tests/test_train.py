@@ -184,7 +184,6 @@ def test_bad_inputs_give_one_line_and_exit_2(mini, tmp_path, capsys):
 def test_torch_averaged_model_ema_equals_the_hand_written_one():
     """The EMA moved to torch.optim.swa_utils.AveragedModel; after N real optimizer steps its weights and
     BatchNorm statistics equal the hand-written lerp it replaced."""
-    import copy
 
     from reglab.config import Config
     from reglab.models import build_model

@@ -15,29 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from reglab import lock
 from reglab.cli import main
 from reglab.data import load_data
-from conftest import one_line_error
+from conftest import make_tree, one_line_error
 
 pytestmark = pytest.mark.usefixtures("no_curve_plots")
 TINY = ["--image-size", "16", "--epochs", "1", "--device", "cpu", "--quiet"]
-
-
-def make_tree(root: Path, classes=("a", "b"), per_class: int = 4, val: int = 2, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", val)):
-        for cls in classes:
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
 
 
 @pytest.fixture

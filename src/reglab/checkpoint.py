@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 from . import __version__, atomic
 from .errors import UserError
 
-CKPT_FORMAT = 1
+CKPT_FORMAT = 2  # 2 (reglab 0.2): a cohort member's own slice; the optimizer state is optim.PackedOptimizer's
 # top-level keys of train.Trainer.state(); a checkpoint without them cannot be resumed
 RESUME_KEYS = ("config", "epoch", "step", "lr", "model", "optimizer", "early", "plateau", "rows",
                "train_seconds", "wall_seconds", "images_seen", "rng")
@@ -72,7 +72,7 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(
             f"checkpoint {path} was written by an incompatible reglab version ({found}, format "
             f"{state.get('format') if isinstance(state, dict) else '?'}; this is {__version__}, format {CKPT_FORMAT}); "
-            "train again with --overwrite"
+            "it cannot be resumed: train the run again (train --overwrite, or delete its folder in a study)"
         )
     missing = [k for k in RESUME_KEYS if k not in state]
     if missing or not isinstance(state["config"], dict) or not isinstance(state["model"], dict):

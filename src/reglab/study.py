@@ -18,7 +18,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass

@@ -1,5 +1,5 @@
 """The ablation report: every variant against a baseline, each difference with one simultaneous interval and the
-verdict read off it (see common.py).
+verdict read off it (see analysis.py).
 
 `render_ablation(DIR, baseline="full", margin=0.01)` writes DIR/report.md (figures in DIR/figures/) and
 DIR/report.html; `terminal_table(DIR)` prints the variants table on the terminal.
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import common
-from .common import COUNT, PCT, PP, Analysis, Study, code, esc, seed_summary
+from . import analysis, common, facts, provenance, sections
+from .analysis import Analysis, seed_summary
+from .common import COUNT, PCT, PP
 from .compare import augmentation_section, print_rows
-from .document import Document, write_document
+from .document import Document, code, esc, write_document
+from .facts import Study
 
 
 def _by_mean(study: Study) -> list[str]:
@@ -24,7 +26,7 @@ def _regularizers(study: Study, name: str) -> str:
     regs = study.variants[name].runs[0].summary.get("regularizers")
     if regs is None:
         try:
-            regs = common.config_of(study.variants[name].runs[0].run).regularizers()
+            regs = facts.config_of(study.variants[name].runs[0].run).regularizers()
         except Exception:  # noqa: BLE001 - named as unknown rather than stopping the report
             regs = ["unknown"]
     return ", ".join(esc(r) for r in regs) or "none"
@@ -38,14 +40,14 @@ def ablation_rows(study: Study, an: Analysis) -> list[dict]:
         base = name == an.reference
         rows.append({
             "Variant": code(name) + (" (baseline)" if base else ""),
-            "Headline accuracy": common.accuracy_cell(v),
+            "Headline accuracy": analysis.accuracy_cell(v),
             "Generalization gap": seed_summary(v.values("gap"), PP, common.GAP_BOUNDS),
             "Training accuracy (running)": seed_summary(v.values("train_accuracy"), PCT),
-            "Epochs": common.epochs_cell(v),
-            "Wall time": common.wall_cell(v),
+            "Epochs": analysis.epochs_cell(v),
+            "Wall time": analysis.wall_cell(v),
             "Seeds finished": f"{len(v.runs)} of {v.total}",
             f"Accuracy vs {code(an.reference)}": "baseline" if base else
-            common.verdict_word(an.get("accuracy", name), an.margin),
+            analysis.verdict_word(an.get("accuracy", name), an.margin),
         })
     for name, v in study.unfinished.items():
         rows.append({"Variant": code(name), "Headline accuracy": "no finished run", "Generalization gap": "n/a",
@@ -76,7 +78,8 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
     keys = [("acc", "Headline accuracy", PCT), ("clean", "Clean training accuracy", PCT),
             ("gap", "Generalization gap", PP), ("epochs_run", "Epochs", COUNT)]
     doc.table(["Variant"] + [label for _, label, _ in keys],
-              [[code(v)] + [common.per_seed_cell(study.variants[v], k, f) for k, _, f in keys] for v in _by_mean(study)],
+              [[code(v)] + [analysis.per_seed_cell(study.variants[v], k, f) for k, _, f in keys]
+               for v in _by_mean(study)],
               id="per-seed")
     doc.h(2, "What each variant regularizes with")
     doc.table(["Variant", "Regularizers"], [[code(v), _regularizers(study, v)] for v in study.variants])
@@ -84,7 +87,7 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
 
 def conclusions(study: Study, an: Analysis) -> list[str]:
     base = an.reference
-    out = [common.design_text(study.runs, study.design)]
+    out = [facts.design_text(study.runs, study.design)]
     if not an.m:
         return out + [f"The study holds only {code(base)} among its finished runs: there is nothing to compare it with."]
     for what, comps in (("headline accuracy", an.accuracy), ("generalization gap", an.gap)):
@@ -95,12 +98,12 @@ def conclusions(study: Study, an: Analysis) -> list[str]:
         lines = []
         if groups["differs"]:
             lines.append("differs: " + "; ".join(
-                f"{common.verdict_text(c, an.margin).split(': ', 1)[1]} ({common.interval_text(c)}, {c.method})"
-                + (", less than the margin" if "less than" in common.verdict_text(c, an.margin) else "")
+                f"{analysis.verdict_text(c, an.margin).split(': ', 1)[1]} ({analysis.interval_text(c)}, {c.method})"
+                + (", less than the margin" if "less than" in analysis.verdict_text(c, an.margin) else "")
                 for c in groups["differs"]))
         if groups["equivalent"]:
             lines.append(f"equivalent within {common.fmt_margin(an.margin)}: " + "; ".join(
-                f"{code(c.variant)} ({PP(c.diff)}, {common.interval_text(c)})" for c in groups["equivalent"]))
+                f"{code(c.variant)} ({PP(c.diff)}, {analysis.interval_text(c)})" for c in groups["equivalent"]))
         if groups["inconclusive"]:
             lines.append("inconclusive: " + "; ".join(
                 f"{code(c.variant)} ({PP(c.diff)}; " + (f"the data allow {PP(c.lo)} to {PP(c.hi)}" if c.has_interval
@@ -121,10 +124,10 @@ def conclusions(study: Study, an: Analysis) -> list[str]:
     seeded = [c for c in an.accuracy if c.seed_level and c.mdd == c.mdd]
     if seeded:
         out.append("With these seeds, the smallest true accuracy difference detected 80% of the time at the family's "
-                   "level would be: " + ", ".join(f"{code(c.variant)} {common.mdd_text(c)}" for c in seeded) + ".")
-    if study.fewest_seeds < common.RECOMMENDED_SEEDS:
-        out.append(f"Fewer than {common.RECOMMENDED_SEEDS} seeds per variant (the fewest: {study.fewest_seeds}): run "
-                   f"at least {common.RECOMMENDED_SEEDS} (`--seeds {common.RECOMMENDED_SEEDS}`)"
+                   "level would be: " + ", ".join(f"{code(c.variant)} {analysis.mdd_text(c)}" for c in seeded) + ".")
+    if study.fewest_seeds < analysis.RECOMMENDED_SEEDS:
+        out.append(f"Fewer than {analysis.RECOMMENDED_SEEDS} seeds per variant (the fewest: {study.fewest_seeds}): run "
+                   f"at least {analysis.RECOMMENDED_SEEDS} (`--seeds {analysis.RECOMMENDED_SEEDS}`)"
                    + (": with one seed, intervals cover only the validation images, not seed-to-seed variation."
                       if study.fewest_seeds == 1 else "."))
     return out
@@ -132,48 +135,48 @@ def conclusions(study: Study, an: Analysis) -> list[str]:
 
 def render_ablation(study_dir, baseline: str = "full", margin: float = 0.01, quiet: bool = False) -> tuple[Path, Path]:
     """Render DIR/report.md and DIR/report.html for an ablation study. Returns both paths."""
-    study = common.load_study(study_dir, warn_stderr=not quiet)
+    study = facts.load_study(study_dir, warn_stderr=not quiet)
     baseline, note = resolve_baseline(study, baseline)
-    an = common.analyze(study, baseline, margin)
+    an = analysis.analyze(study, baseline, margin)
     doc = Document(f"reglab ablation against {esc(baseline)}")
-    doc.p(f"{common.GENERATED} Each variant is compared with the baseline {code(baseline)} on the headline accuracy "
+    doc.p(f"{sections.GENERATED} Each variant is compared with the baseline {code(baseline)} on the headline accuracy "
           f"and on the measured generalization gap: {an.family}.")
     if note:
         doc.p(note)
-    common.alerts(doc, study)
-    doc.p(common.design_text(study.runs, study.design))
-    common.runs_section(doc, study)
+    sections.alerts(doc, study)
+    doc.p(facts.design_text(study.runs, study.design))
+    sections.runs_section(doc, study)
 
     doc.h(1, "Variants")
     _tables(doc, study, an)
 
     if an.m:
         doc.h(1, f"Differences from {code(baseline)}")
-        common.comparison_table(doc, an, an.accuracy, "accuracy", id="ablation-differences")
-        common.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
+        sections.comparison_table(doc, an, an.accuracy, "accuracy", id="ablation-differences")
+        sections.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
         doc.h(2, "Generalization gap")
-        common.comparison_table(doc, an, an.gap, "generalization gap", id="ablation-gap-differences")
-        common.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
+        sections.comparison_table(doc, an, an.gap, "generalization gap", id="ablation-gap-differences")
+        sections.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
 
     doc.h(1, "Training curves")
     for v in study.variants.values():
-        common.seed_curves_figure(doc, study, v)
-    common.gap_figure(doc, study)
+        sections.seed_curves_figure(doc, study, v)
+    sections.gap_figure(doc, study)
     augmentation_section(doc, study)
 
     doc.h(1, "Conclusions")
     doc.bullets(conclusions(study, an))
     doc.h(1, "How to read the statistics")
-    doc.bullets(common.method_notes(an, study.runs))
-    common.setup_section(doc, study.runs, study.meta)
+    doc.bullets(analysis.method_notes(an, study.runs))
+    provenance.setup_section(doc, study.runs, study.meta)
     return write_document(doc, study.path, "report")
 
 
 def terminal_table(study_dir, console=None, baseline: str = "full", margin: float = 0.01) -> None:
     """The report's variants table on the terminal (rich), at-chance runs flagged."""
-    study = common.load_study(study_dir, warn_stderr=False)
+    study = facts.load_study(study_dir, warn_stderr=False)
     base, _ = resolve_baseline(study, baseline)
-    an = common.analyze(study, base, margin)
+    an = analysis.analyze(study, base, margin)
     keep = ("Variant", "Headline accuracy", "Generalization gap", "Epochs", "Seeds finished",
             f"Accuracy vs {code(an.reference)}")  # the report's table less what a terminal has no room for
     rows = [{k: v for k, v in row.items() if k in keep} for row in ablation_rows(study, an)]

@@ -2,7 +2,7 @@
 
 `render_compare(DIR)` writes DIR/report.md (figures in DIR/figures/) and a self-contained DIR/report.html.
 Every number, direction and verdict in the text comes from the runs' summary.json, metrics.csv and
-predictions.npz (see common.py for the statistics); nothing is written in advance. `terminal_table` prints the
+predictions.npz (see analysis.py for the statistics); nothing is written in advance. `terminal_table` prints the
 same "Summary of key differences" on the terminal.
 """
 
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import common
-from .common import COUNT, PCT, PP, Analysis, Study, Variant, code, config_of, esc, fmt_int, seed_summary
-from .document import Document, write_document
+from . import analysis, common, facts, provenance, sections
+from .analysis import Analysis, seed_summary
+from .common import COUNT, PCT, PP, fmt_int
+from .document import Document, code, esc, write_document
+from .facts import Study, Variant, config_of
 from .plots import plot_augmentation, plot_confusion, plot_misclassified
 
 
@@ -48,7 +50,7 @@ def _regularizers(v: Variant) -> str:
 def _seeds(v: Variant) -> str:
     text = f"{len(v.runs)} of {v.total} finished ({', '.join(str(f.seed) for f in v.runs)})"
     if v.others:
-        text += "; " + ", ".join(f"seed {r.seed} {common.PROBLEM_WORDS.get(r.status, (r.status,))[0]}"
+        text += "; " + ", ".join(f"seed {r.seed} {facts.PROBLEM_WORDS.get(r.status, (r.status,))[0]}"
                                  for r in v.others)
     return text
 
@@ -60,22 +62,22 @@ def comparison_rows(study: Study, an: Analysis | None = None) -> list[dict]:
         ("Parameters", _params),
         ("Regularization techniques", _regularizers),
         ("Seeds", _seeds),
-        ("Epochs run", common.epochs_cell),
+        ("Epochs run", analysis.epochs_cell),
         ("Best epoch", lambda v: seed_summary(v.values("best_epoch"), COUNT, common.NONNEG)),
         ("Training accuracy (final epoch; running, augmentation on)",
          lambda v: seed_summary(v.values("train_accuracy"), PCT)),
         ("Clean training accuracy (restored-best, eval mode)", lambda v: seed_summary(v.values("clean"), PCT)),
         (f"Headline accuracy ({'test' if study.design == 'selection split' else 'restored-best on val/'})",
-         common.accuracy_cell),
+         analysis.accuracy_cell),
         ("Generalization gap (clean train − headline)", lambda v: seed_summary(v.values("gap"), PP, common.GAP_BOUNDS)),
-        ("Wall time (this machine)", common.wall_cell),
+        ("Wall time (this machine)", analysis.wall_cell),
     ]
     rows = [{"Aspect": name, **{code(n): cell(v) for n, v in study.variants.items()}} for name, cell in aspects]
     if an is not None and an.m:
         for metric, label in (("accuracy", "Verdict on accuracy"), ("gap", "Verdict on the gap")):
             row = {"Aspect": f"{label} vs {code(an.reference)}"}
             for n in study.variants:
-                row[code(n)] = "reference" if n == an.reference else common.verdict_word(an.get(metric, n), an.margin)
+                row[code(n)] = "reference" if n == an.reference else analysis.verdict_word(an.get(metric, n), an.margin)
             rows.append(row)
     return rows
 
@@ -104,21 +106,21 @@ def _model_section(doc: Document, study: Study, v: Variant) -> None:
     n = len(v.runs)
     doc.p(f"Regularizers: {_regularizers(v)}. "
           + ("One seed: every number below is a single run." if n == 1 else f"{n} seeds, with every seed's value."))
-    common.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
-    doc.p(common.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "
+    sections.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
+    doc.p(analysis.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "
           + ", ".join(COUNT(f.best_epoch) for f in v.runs) + ".")
-    common.architecture(doc, v.runs[0], ident=v.name)
-    common.seed_curves_figure(doc, study, v)
+    sections.architecture(doc, v.runs[0], ident=v.name)
+    sections.seed_curves_figure(doc, study, v)
 
 
 def _differences_section(doc: Document, study: Study, an: Analysis) -> None:
     doc.h(1, "Differences and verdicts")
     doc.p(f"Each model against {code(an.reference)} (the least regularized), on the headline accuracy and on the "
           f"measured generalization gap: {an.family}.")
-    common.comparison_table(doc, an, an.accuracy, "accuracy", id="accuracy-difference")
-    common.comparison_table(doc, an, an.gap, "generalization gap", id="gap-difference")
-    common.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
-    common.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
+    sections.comparison_table(doc, an, an.accuracy, "accuracy", id="accuracy-difference")
+    sections.comparison_table(doc, an, an.gap, "generalization gap", id="gap-difference")
+    sections.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
+    sections.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
 
 
 def per_class_section(doc: Document, study: Study) -> None:
@@ -129,11 +131,11 @@ def per_class_section(doc: Document, study: Study) -> None:
         if not preds:
             doc.p(f"{code(name)} has no predictions.npz; no per-class results.")
             continue
-        mats = [common.confusion(p) for _, p in preds]
+        mats = [facts.confusion(p) for _, p in preds]
         if names is not None and mats[0].shape[0] != len(names):
             doc.p(f"{code(name)} was scored on {mats[0].shape[0]} classes, not {len(names)}: left out of the table.")
             continue
-        names = names or common.class_names(preds[0][0].run, mats[0].shape[0])
+        names = names or facts.class_names(preds[0][0].run, mats[0].shape[0])
         with np.errstate(invalid="ignore", divide="ignore"):
             per_variant[name] = np.stack([np.diag(m) / m.sum(axis=1) for m in mats])  # (seeds, classes)
         path, rel = study.figure(f"confusion-{common.slug(name)}.png")
@@ -160,7 +162,7 @@ def mistakes_section(doc: Document, study: Study) -> None:
             continue
         idx = pred["worst_index"].astype(np.int64)
         guess = pred["probs"][idx].argmax(axis=1)
-        names = common.class_names(f.run, pred["probs"].shape[1])
+        names = facts.class_names(f.run, pred["probs"].shape[1])
         path, rel = study.figure(f"misclassified-{common.slug(name)}.png")
         plot_misclassified(pred["worst_images"], [names[i] for i in pred["labels"][idx]], [names[i] for i in guess],
                            [float(c) for c in pred["probs"][idx, guess]], path, title=f"{name} (seed {f.seed})")
@@ -207,17 +209,17 @@ def _gap_text(v: Variant) -> str:
     return PP(v.mean("gap"), mean=len(v.runs) > 1)
 
 
-def _evidence(c: common.Comparison) -> str:
-    parts = [f"{common.fmt_level(c.level)} interval {common.interval_text(c)}, {c.method}"]
+def _evidence(c: analysis.Comparison) -> str:
+    parts = [f"{common.fmt_level(c.level)} interval {analysis.interval_text(c)}, {c.method}"]
     if c.note and not c.seed_level:
         parts.append(c.note)
     if c.mcnemar:
         parts.append(f"exact McNemar on the {c.mcnemar['a_only'] + c.mcnemar['b_only']} images where the two runs "
                      f"disagree ({c.mcnemar['a_only']} vs {c.mcnemar['b_only']}): {common.p_text(c.mcnemar['p'])}")
     if c.seed_level:
-        parts.append(f"minimum detectable difference at 80% power {common.mdd_text(c)}")
+        parts.append(f"minimum detectable difference at 80% power {analysis.mdd_text(c)}")
         parts.append(f"a seed of {code(c.variant)} beats a seed of {code(c.reference)} with probability "
-                     f"{common.superiority_text(c)}")
+                     f"{analysis.superiority_text(c)}")
     return "; ".join(parts)
 
 
@@ -247,14 +249,14 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
         B = study.variants[b]
         c_gap = an.get("gap", b)
         text = (f"**{code(b)} against {code(a)}.** Headline accuracy {_acc_text(B)} against {_acc_text(A)}, a "
-                f"difference of {PP(c_acc.diff)}. Verdict: {common.verdict_text(c_acc, an.margin)} "
+                f"difference of {PP(c_acc.diff)}. Verdict: {analysis.verdict_text(c_acc, an.margin)} "
                 f"({_evidence(c_acc)}).")
         text += (f" Generalization gap (clean training minus headline accuracy, measured) {_gap_text(B)} against "
-                 f"{_gap_text(A)}. Verdict: {common.verdict_text(c_gap, an.margin)} ({_evidence(c_gap)}).")
+                 f"{_gap_text(A)}. Verdict: {analysis.verdict_text(c_gap, an.margin)} ({_evidence(c_gap)}).")
         text += (f" Final-epoch running training accuracy (augmentation and dropout on, not used for the gap): "
                  f"{PCT(B.mean('train_accuracy'), mean=len(B.runs) > 1)} against "
                  f"{PCT(A.mean('train_accuracy'), mean=len(A.runs) > 1)}.")
-        text += " Epochs: " + " ".join(common.epochs_sentence(v) for v in (B, A))
+        text += " Epochs: " + " ".join(analysis.epochs_sentence(v) for v in (B, A))
         for v in (B, A):
             flagged = [f for f in v.runs if f.at_chance]
             if flagged and not c_acc.not_ranked:
@@ -265,12 +267,12 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
     if len(study.variants) > 1 and study.fewest_seeds == 1:
         out.append("With a single seed on at least one side, the intervals above cover only the sampling of the "
                    "validation images, not seed-to-seed variation: another seed could give another answer. Run "
-                   f"at least {common.RECOMMENDED_SEEDS} seeds (`--seeds {common.RECOMMENDED_SEEDS}`).")
-    elif len(study.variants) > 1 and study.fewest_seeds < common.RECOMMENDED_SEEDS:
+                   f"at least {analysis.RECOMMENDED_SEEDS} seeds (`--seeds {analysis.RECOMMENDED_SEEDS}`).")
+    elif len(study.variants) > 1 and study.fewest_seeds < analysis.RECOMMENDED_SEEDS:
         out.append(f"With {study.fewest_seeds} seeds the seed-level intervals are wide (the minimum detectable "
-                   f"differences above say how wide); run at least {common.RECOMMENDED_SEEDS} seeds "
-                   f"(`--seeds {common.RECOMMENDED_SEEDS}`).")
-    out.append(common.design_text(study.runs, study.design))
+                   f"differences above say how wide); run at least {analysis.RECOMMENDED_SEEDS} seeds "
+                   f"(`--seeds {analysis.RECOMMENDED_SEEDS}`).")
+    out.append(facts.design_text(study.runs, study.design))
     return out
 
 
@@ -279,14 +281,14 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
 
 def render_compare(study_dir, margin: float = 0.01, quiet: bool = False) -> tuple[Path, Path]:
     """Render DIR/report.md and DIR/report.html from the run folders under DIR. Returns both paths."""
-    study = common.load_study(study_dir, warn_stderr=not quiet)
-    an = common.analyze(study, reference_variant(study), margin)
+    study = facts.load_study(study_dir, warn_stderr=not quiet)
+    an = analysis.analyze(study, reference_variant(study), margin)
     names = " vs ".join(study.variants)
     doc = Document(f"reglab compare: {esc(names)}")
-    doc.p(common.GENERATED)
-    common.alerts(doc, study)
-    doc.p(common.design_text(study.runs, study.design))
-    common.runs_section(doc, study)
+    doc.p(sections.GENERATED)
+    sections.alerts(doc, study)
+    doc.p(facts.design_text(study.runs, study.design))
+    sections.runs_section(doc, study)
 
     doc.h(1, "Summary of key differences")
     rows = comparison_rows(study, an)
@@ -302,8 +304,8 @@ def render_compare(study_dir, margin: float = 0.01, quiet: bool = False) -> tupl
         _model_section(doc, study, v)
 
     doc.h(1, "Training curves compared")
-    common.overlay_figure(doc, study)
-    common.gap_figure(doc, study)
+    sections.overlay_figure(doc, study)
+    sections.gap_figure(doc, study)
     per_class_section(doc, study)
     mistakes_section(doc, study)
     augmentation_section(doc, study)
@@ -312,8 +314,8 @@ def render_compare(study_dir, margin: float = 0.01, quiet: bool = False) -> tupl
     for paragraph in conclusion(study, an):
         doc.p(paragraph)
     doc.h(1, "How to read the statistics")
-    doc.bullets(common.method_notes(an, study.runs))
-    common.setup_section(doc, study.runs, study.meta)
+    doc.bullets(analysis.method_notes(an, study.runs))
+    provenance.setup_section(doc, study.runs, study.meta)
     return write_document(doc, study.path, "report")
 
 
@@ -333,6 +335,6 @@ def print_rows(rows: list[dict], title: str, console=None) -> None:
 
 def terminal_table(study_dir, console=None, margin: float = 0.01) -> None:
     """The report's "Summary of key differences" on the terminal (rich), at-chance runs flagged."""
-    study = common.load_study(study_dir, warn_stderr=False)
-    an = common.analyze(study, reference_variant(study), margin)
+    study = facts.load_study(study_dir, warn_stderr=False)
+    an = analysis.analyze(study, reference_variant(study), margin)
     print_rows(comparison_rows(study, an), "Summary of key differences", console)

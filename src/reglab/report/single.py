@@ -16,16 +16,20 @@ import numpy as np
 from .. import stats
 from ..rundir import load_run
 from . import common
-from .common import COUNT, LOSS, PCT, PP, SECONDS, code, esc, fmt_int
-from .document import Document, write_document
+from .analysis import method_notes
+from .common import COUNT, LOSS, PCT, PP, SECONDS, fmt_int
+from .document import Document, code, esc, plain, write_document
+from .facts import PROBLEM_WORDS, RunFacts, class_names, confusion, design_text, problem_detail, run_facts
 from .plots import color, plot_augmentation, plot_confusion, plot_misclassified, plot_seed_curves
+from .provenance import setup_section
+from .sections import architecture
 
 
 def _figure(run_dir: Path, name: str) -> tuple[Path, str]:
     return run_dir / "figures" / name, f"figures/{name}"
 
 
-def _summary_rows(f: common.RunFacts) -> list[list[str]]:
+def _summary_rows(f: RunFacts) -> list[list[str]]:
     s = f.summary
     lo, hi = f.wilson
     chooser = "selection split" if f.chosen_on == "selection split" else "val/"
@@ -66,25 +70,25 @@ def render_single(run_dir, quiet: bool = False) -> tuple[Path, Path]:
     """Render RUN_DIR/report.md and RUN_DIR/report.html for one run folder. Returns both paths."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, check_predictions=False)
-    every = common.run_facts(run)  # for the architecture and the provenance, whatever the status
+    every = run_facts(run)  # for the architecture and the provenance, whatever the status
     evaluated = isinstance(run.summary.get("restored_val_accuracy"), (int, float))
     facts = every if evaluated else None
     c = color(0)
     doc = Document(f"reglab run: {esc(run.variant)}, seed {run.seed}")
     doc.p("Generated from the files of this run folder; every number below is computed from them.")
     if run.status != "finished":
-        reason = common.problem_detail(run)
+        reason = problem_detail(run)
         doc.warning(f"**Warning:** this run is not finished (status {esc(run.status)}): {reason}. The report shows "
                     "what the folder holds so far.")
         if not quiet:
-            common.warn(f"run {run_dir} {common.PROBLEM_WORDS.get(run.status, ('', 'is ' + run.status))[1]}: "
-                        f"{common.plain(reason)}")
+            common.warn(f"run {run_dir} {PROBLEM_WORDS.get(run.status, ('', 'is ' + run.status))[1]}: "
+                        f"{plain(reason)}")
     if facts is not None:
-        doc.p(common.design_text([facts], facts.chosen_on))
+        doc.p(design_text([facts], facts.chosen_on))
         if facts.at_chance:
             doc.warning(f"**Warning:** this run is **at chance**: {facts.chance_reason}.")
             if not quiet:
-                common.warn(f"run {run_dir} is at chance: {common.plain(facts.chance_reason)}")
+                common.warn(f"run {run_dir} is at chance: {plain(facts.chance_reason)}")
 
     doc.h(1, "Summary")
     if facts is not None:
@@ -108,8 +112,8 @@ def render_single(run_dir, quiet: bool = False) -> tuple[Path, Path]:
         pred = run.predictions()
     doc.h(1, "Per-class accuracy")
     if pred is not None:
-        names = common.class_names(run, pred["probs"].shape[1])
-        mat = common.confusion(pred)
+        names = class_names(run, pred["probs"].shape[1])
+        mat = confusion(pred)
         path, rel = _figure(run_dir, "confusion.png")
         plot_confusion(mat, names, path, title="confusion matrix (% of each true class)")
         doc.figure(rel, "Confusion matrix on val/, restored-best weights; each row (true class) sums to 100%.")
@@ -150,8 +154,8 @@ def render_single(run_dir, quiet: bool = False) -> tuple[Path, Path]:
         except (KeyError, ValueError) as e:
             doc.p(f"augment = {code(aug)} cannot be drawn ({esc(e)}).")
 
-    common.architecture(doc, every, ident=run.variant, level=1, title="Architecture")
+    architecture(doc, every, ident=run.variant, level=1, title="Architecture")
     doc.h(1, "How to read the numbers")
-    doc.bullets(common.method_notes(None, []))
-    common.setup_section(doc, [every])
+    doc.bullets(method_notes(None, []))
+    setup_section(doc, [every])
     return write_document(doc, run_dir, "report")

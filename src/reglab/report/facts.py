@@ -1,0 +1,355 @@
+"""What a report knows about runs and a study: the facts of one run (with the fallbacks for older run folders),
+why a run is not among the finished ones, and the study loaded whole (every run, whatever its status) and checked.
+
+No run vanishes: failed, interrupted, damaged and at-chance runs are kept, named with their seeds and reasons in
+the report's alerts and on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import stats
+from ..errors import UserError
+from ..rundir import Run, scan_study
+from .common import CONFIDENCE, NAN, PCT, RATE, _num, fmt_int, p_text, warn
+from .document import code, esc, plain, visible
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+
+@dataclass
+class RunFacts:
+    """What the reports need from one finished run, with the fallbacks for older run folders."""
+
+    run: Run
+    acc: float  # restored-best accuracy on val/ (the headline)
+    n: int  # val/ images (0 when unknown)
+    correct: int  # images right, as an integer count
+    classes: int
+    clean: float  # clean training accuracy (nan in older runs)
+    clean_n: int
+    gap: float  # clean - acc (measured), or final running train - final val accuracy in older runs
+    gap_measured: bool
+    correctness: np.ndarray | None  # bool per val image, from predictions.npz
+    predictions: dict | None
+    chance_p: float
+    at_chance: bool
+    chance_reason: str
+    epochs_run: int
+    epochs_max: int | None
+    stopped_early: bool
+    best_epoch: float
+    chosen_on: str
+
+    @property
+    def variant(self) -> str:
+        return self.run.variant
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    @property
+    def summary(self) -> dict:
+        return self.run.summary
+
+    @property
+    def censored(self) -> bool:
+        """Ran into the epoch cap without stopping early: its epoch count is a lower bound."""
+        return self.epochs_max is not None and self.epochs_run >= self.epochs_max and not self.stopped_early
+
+    @property
+    def wilson(self) -> tuple[float, float]:
+        return stats.wilson(self.correct, self.n, CONFIDENCE) if self.n else (NAN, NAN)
+
+    def value(self, key: str) -> float:
+        if key in ("acc", "gap", "clean", "epochs_run", "best_epoch"):
+            return float(getattr(self, key))
+        return _num(self.summary.get(key))
+
+    def epochs_text(self) -> str:
+        if self.stopped_early:
+            return f"stopped early at epoch {self.epochs_run}"
+        if self.censored:
+            return f"ran all {self.epochs_run} epochs (the cap)"
+        cap = f" of at most {self.epochs_max}" if self.epochs_max else ""
+        return f"ran {self.epochs_run} epochs{cap}"
+
+    def epochs_cell(self) -> str:
+        return f"{self.epochs_run} (cap)" if self.censored else str(self.epochs_run)
+
+
+def run_facts(run: Run) -> RunFacts:
+    s = run.summary
+    ds = s.get("dataset") or {}
+    try:
+        pred = run.predictions()
+    except UserError:
+        pred = None
+    acc = _num(s.get("restored_val_accuracy"))
+    n = ds.get("val_size")
+    if not isinstance(n, int) or n < 1:
+        n = int(len(pred["labels"])) if pred is not None else 0
+    correct = s.get("restored_val_correct")
+    if not isinstance(correct, int):
+        correct = int(round(acc * n)) if n and math.isfinite(acc) else 0
+    classes = len(ds.get("classes") or []) or (int(pred["probs"].shape[1]) if pred is not None else 0)
+    clean = _num(s.get("clean_train_accuracy"))
+    clean_n = s.get("clean_train_images") if isinstance(s.get("clean_train_images"), int) else 0
+    if math.isfinite(clean):
+        gap, measured = clean - acc, True
+    else:  # an older run: the only gap it has is final running train accuracy minus final val accuracy
+        gap, measured = _num(s.get("train_accuracy")) - _num(s.get("val_accuracy")), False
+    correctness = None
+    reasons = []
+    # nothing to test against without the image count or the classes (a very old run folder): not flagged
+    chance = stats.chance_level(correct, n, classes) if n and classes >= 2 else {"p": NAN, "at_chance": False}
+    if chance["at_chance"]:
+        base = f"1/{classes} = {PCT(1 / classes)}" if classes else "unknown"
+        reasons.append(f"accuracy {PCT(acc)} ({correct} of {n}) is not shown to be above chance ({base}; "
+                       f"one-sided exact binomial {p_text(chance['p'])})")
+    if pred is not None:
+        guess = pred["probs"].argmax(axis=1)
+        correctness = guess == pred["labels"]
+        if guess.size:
+            counts = np.bincount(guess, minlength=pred["probs"].shape[1])
+            top = int(counts.argmax())
+            share = counts[top] / guess.size
+            true_share = float(np.mean(pred["labels"] == top))
+            if share > 0.5 and share > 2 * true_share:
+                names = class_names(run, pred["probs"].shape[1])
+                reasons.append(f"predicts one class ({esc(names[top])}) for {RATE(share)} of the images "
+                               f"(it is {RATE(true_share)} of them)")
+    epochs_max = s.get("epochs_max", run.config.get("epochs"))
+    return RunFacts(
+        run=run, acc=acc, n=n, correct=correct, classes=classes, clean=clean, clean_n=clean_n, gap=gap,
+        gap_measured=measured, correctness=correctness, predictions=pred, chance_p=chance["p"],
+        at_chance=bool(reasons), chance_reason="; ".join(reasons),
+        epochs_run=int(_num(s.get("epochs_run")) if math.isfinite(_num(s.get("epochs_run"))) else 0),
+        epochs_max=int(epochs_max) if isinstance(epochs_max, (int, float)) else None,
+        stopped_early=bool(s.get("stopped_early")), best_epoch=_num(s.get("best_epoch")),
+        chosen_on=str(s.get("chosen_on") or "val"))
+
+
+def class_names(run: Run, num_classes: int) -> list[str]:
+    ds = run.summary.get("dataset") or {}
+    for key in ("class_names", "classes"):
+        names = ds.get(key) or []
+        if len(names) == num_classes:
+            return [str(n) for n in names]
+    return [str(i) for i in range(num_classes)]
+
+
+def confusion(pred: dict) -> np.ndarray:
+    probs, labels = pred["probs"], pred["labels"].astype(np.int64)
+    c = probs.shape[1]
+    guess = probs.argmax(axis=1)
+    return np.bincount(labels * c + guess, minlength=c * c).reshape(c, c)
+
+
+PROBLEM_WORDS = {"damaged": ("damaged", "is damaged"), "failed": ("failed", "failed"),
+                 "interrupted": ("interrupted", "was interrupted"), "running": ("not finished", "has not finished")}
+
+
+def problem_detail(run: Run) -> str:
+    """Why a run is not among the finished ones, in a few words (markup, without the status)."""
+    s = run.summary
+    if run.status == "damaged":
+        return esc(run.problem)
+    if run.status == "failed":
+        return esc(s.get("failure") or "no reason recorded")
+    if run.status == "interrupted":
+        done = s.get("epochs_run")
+        return (f"stopped{f' after epoch {done}' if isinstance(done, int) else ''}; rerun the study's command "
+                "to finish it")
+    if run.status == "running":
+        return "still training, or killed before it wrote its results"
+    return "unknown status"
+
+
+def problem_reason(run: Run) -> str:
+    word = PROBLEM_WORDS.get(run.status, (f"status {run.status}",))[0]
+    return f"**{esc(word)}**: {problem_detail(run)}"
+
+
+def run_label(run: Run) -> str:
+    return f"{code(run.variant)} seed {run.seed}"
+
+
+def config_of(run: Run):
+    from ..config import from_dict
+
+    return from_dict(run.config)
+
+
+# ------------------------------------------------------------------------------------------- a study
+
+
+@dataclass
+class Variant:
+    name: str
+    color: str
+    runs: list[RunFacts]  # finished, by seed
+    others: list[Run]  # failed, interrupted, running, damaged
+
+    @property
+    def total(self) -> int:
+        return len(self.runs) + len(self.others)
+
+    @property
+    def at_chance(self) -> bool:
+        """Every finished seed is at chance: the variant as a whole shows no learning."""
+        return bool(self.runs) and all(f.at_chance for f in self.runs)
+
+    def values(self, key: str) -> list[float]:
+        return [f.value(key) for f in self.runs]
+
+    def mean(self, key: str) -> float:
+        return stats.mean_ci(self.values(key))["mean"]
+
+
+@dataclass
+class Study:
+    path: Path
+    meta: dict  # study.json, or {} when absent
+    variants: dict[str, Variant]  # those with at least one finished run, in the study's order
+    unfinished: dict[str, Variant]  # variants none of whose runs finished
+    alerts: list[str] = field(default_factory=list)  # markup warnings at the top of the report
+    design: str = "val"  # "val", "selection split" or "mixed"
+
+    @property
+    def runs(self) -> list[RunFacts]:
+        return [f for v in self.variants.values() for f in v.runs]
+
+    @property
+    def all_variants(self) -> dict[str, Variant]:
+        order = [v for v in self.meta.get("variants", []) if v in self.variants or v in self.unfinished]
+        rest = sorted((set(self.variants) | set(self.unfinished)) - set(order))
+        merged = {**self.variants, **self.unfinished}
+        return {v: merged[v] for v in order + rest}
+
+    @property
+    def problems(self) -> list[Run]:
+        return [r for v in self.all_variants.values() for r in v.others]
+
+    @property
+    def colors(self) -> dict[str, str]:
+        return {name: v.color for name, v in self.all_variants.items()}
+
+    @property
+    def multi_seed(self) -> bool:
+        return all(len(v.runs) >= 2 for v in self.variants.values())
+
+    @property
+    def fewest_seeds(self) -> int:
+        return min(len(v.runs) for v in self.variants.values())
+
+    def figure(self, name: str) -> tuple[Path, str]:
+        """(absolute path to write, path relative to the study folder to reference)."""
+        return self.path / "figures" / name, f"figures/{name}"
+
+
+def _status_counts(runs: list[Run]) -> str:
+    c = Counter(r.status for r in runs)
+    return ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+
+
+def load_study(study_dir, warn_stderr: bool = True) -> Study:
+    """Every run under DIR, checked. A study without one finished run is a UserError (one line); damaged and
+    unfinished runs are kept, named in the report and (with warn_stderr) on stderr, one line each."""
+    from .plots import color
+
+    path = Path(study_dir)
+    scanned = scan_study(path)
+    if not any(r.status == "finished" for r in scanned):
+        found = f" (found {_status_counts(scanned)})" if scanned else \
+            f" (expected {path}/<variant>/seed-<seed>/summary.json)"
+        raise UserError(f"no finished runs under {path}{found}; run compare or ablate first")
+    meta = {}
+    if (path / "study.json").exists():
+        try:
+            meta = json.loads((path / "study.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{path / 'study.json'} is damaged ({e}); delete it to render from the runs alone") from None
+    by_variant: dict[str, list[Run]] = {}
+    for run in scanned:
+        by_variant.setdefault(run.variant, []).append(run)
+    listed = [v for v in meta.get("variants", []) if v in by_variant]
+    order = listed + sorted(set(by_variant) - set(listed))
+    variants, unfinished = {}, {}
+    for i, name in enumerate(order):
+        runs = sorted(by_variant[name], key=lambda r: r.seed)
+        v = Variant(name, color(i), [run_facts(r) for r in runs if r.status == "finished"],
+                    [r for r in runs if r.status != "finished"])
+        (variants if v.runs else unfinished)[name] = v
+    study = Study(path, meta, variants, unfinished)
+    _check(study, warn_stderr)
+    return study
+
+
+def _check(study: Study, warn_stderr: bool) -> None:
+    """Fill study.alerts (for the report) and say the same on stderr, one line each."""
+    lines = []
+    for run in study.problems:
+        study.alerts.append(f"Run {run_label(run)} ({esc(run.path.parent.name + '/' + run.path.name)}) is not in "
+                            f"the results: {problem_reason(run)}.")
+        verb = PROBLEM_WORDS.get(run.status, ("", f"has status {run.status}"))[1]
+        lines.append(f"run {run.path} {verb}: {plain(problem_detail(run))}")
+    for f in study.runs:
+        if f.at_chance:
+            lines.append(f"run {f.run.path} is at chance: {plain(f.chance_reason)}")
+    prints = {}
+    for f in study.runs:
+        fp = ((f.summary.get("dataset") or {}).get("identity") or {}).get("fingerprint")
+        prints.setdefault(fp, []).append(f)
+    known = {fp: fs for fp, fs in prints.items() if fp is not None}
+    if len(known) > 1:
+        parts = "; ".join(f"data `{visible(fp)}`: " + ", ".join(run_label(f.run) for f in fs) for fp, fs in known.items())
+        study.alerts.append(f"**These runs were trained on different data** (the fingerprints of their file lists "
+                            f"differ): {parts}. Comparisons between them mix datasets.")
+        lines.append(f"runs under {study.path} were trained on different data: " + plain(parts))
+    sizes = {f.n for f in study.runs}
+    if len(known) <= 1 and len(sizes) > 1:
+        study.alerts.append(f"**The runs were evaluated on val/ sets of different sizes** "
+                            f"({', '.join(fmt_int(s) for s in sorted(sizes))} images): they used different data.")
+        lines.append(f"runs under {study.path} were evaluated on val/ sets of different sizes")
+    designs = {f.chosen_on for f in study.runs}
+    study.design = designs.pop() if len(designs) == 1 else "mixed"
+    if study.design == "mixed":
+        by = {}
+        for f in study.runs:
+            by.setdefault(f.chosen_on, []).append(run_label(f.run))
+        study.alerts.append("**Mixed designs**: " + "; ".join(
+            f"{', '.join(rs)} chose on {'val/ (optimistic)' if d == 'val' else 'a selection split (test accuracy)'}"
+            for d, rs in by.items()) + ". Their headline accuracies do not mean the same thing and are not comparable.")
+        lines.append(f"runs under {study.path} mix designs (some chose their epoch on val/, some on a selection split)")
+    if warn_stderr:
+        for line in lines:
+            warn(line)
+
+
+def design_text(runs: list[RunFacts], design: str) -> str:
+    """Which design produced the headline accuracy, said plainly."""
+    if design == "mixed":
+        return ("**How the headline accuracy was obtained: mixed designs.** Some runs chose their best epoch on "
+                "val/ (selected on the same images that judge it: optimistic), others on a selection split (a test "
+                "accuracy). Read each run's numbers with its own design; comparisons across designs are not fair.")
+    if design == "selection split":
+        sizes = sorted({(f.summary.get("dataset") or {}).get("selection_size") for f in runs} - {None})
+        n = " or ".join(fmt_int(s) for s in sizes) or "the held-out"
+        return (f"**How the headline accuracy was obtained:** test accuracy: val/ evaluated once, selection on {n} "
+                "held-out training images (`--selection-split`): early stopping, the learning-rate schedule and the "
+                "best checkpoint never saw val/.")
+    return ("**How the headline accuracy was obtained:** restored-best accuracy on val/, where val/ also chose the "
+            "best epoch (the notebook's design): selected on the same images that judge it: optimistic. "
+            "Train with `--selection-split 0.1` for an honest test accuracy.")
