@@ -87,6 +87,16 @@ def _pack(text: str) -> int | str:
     return v
 
 
+def _gpus(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GPUs such as 0.25, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of GPUs such as 0.25, got {text!r}")
+    return v
+
+
 def _rate(text: str) -> float:
     try:
         v = float(text)
@@ -220,7 +230,7 @@ def cmd_train(args) -> int:
             outs = [Path(args.resume)]
     else:
         if not args.out:
-            raise UserError("reglab train needs --out RUN_DIR (or --resume RUN_DIR)")
+            raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR to continue one)")
         settings = explicit_settings(args)
         cfg = resolve(settings)
         if isinstance(args.seeds, list) or args.seeds > 1:
@@ -380,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 1)")
     study.add_argument("--executor", choices=["local", "ray"], default="local", help="default local")
     study.add_argument("--address", help="Ray cluster address (default: start a local instance)")
-    study.add_argument("--gpus-per-run", type=float, default=None, help="Ray: fraction of a GPU per run "
-                       "(default 0.25)")
+    study.add_argument("--gpus-per-run", type=_gpus, default=None, help="Ray: GPUs per run, e.g. 0.25 for four "
+                       "runs a GPU (default 0.25)")
     study.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin of the verdicts, "
                        "in percentage points (default 1)")
     add_pack_flag(study)
