@@ -199,6 +199,14 @@ def test_bad_file_in_val_split_is_named(tmp_path, capfd):
     one_line_error(capfd, train_cli(root, tmp_path / "run"), show(bad), "val" + os.sep + "b")
 
 
+def test_a_bad_file_named_with_control_characters_is_one_escaped_line(tmp_path, capfd):
+    """A file name may hold a newline and a terminal escape: the error stays one line and shows, never obeys, them."""
+    root = make_tree(tmp_path / "data")
+    bad = _write(root / "train" / "b" / "evil\n\x1b[2Jname.png", b"not an image")[0]
+    line = one_line_error(capfd, train_cli(root, tmp_path / "run"), "evil\\n\\x1b[2Jname.png")
+    assert "\x1b" not in line and str(bad.parent) in line
+
+
 def test_skipped_file_in_cache_still_errors_without_skip(tmp_path, capfd):
     """The decode cache remembers skipped files; a later run with the default policy must not train silently."""
     root = make_tree(tmp_path / "data")

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from scipy import stats as sps
 
 from reglab import stats
+from reglab.cli import main
 from reglab.config import dump_yaml, resolve
 from reglab.errors import UserError
 from reglab.models import build_model, count_params
@@ -498,6 +500,41 @@ def test_failed_damaged_and_interrupted_runs_are_named_and_counted(tmp_path, cap
     assert md.count("> **Warning:** Run ") == 3
     # the unfinished runs are not in any number
     assert "2 of 3 finished (0, 1); seed 2 failed" in md
+
+
+def test_a_truncated_predictions_file_is_named_not_a_traceback(tmp_path, capsys):
+    root = make_study(tmp_path / "s", compare_spec([0.60, 0.62, 0.61], [0.75, 0.78, 0.76]))
+    npz = root / "basic" / "seed-1" / "predictions.npz"
+    npz.write_bytes(npz.read_bytes()[:200])  # cut off mid-write: no longer a zip file
+    md = render_compare(root)[0].read_text()
+    err = capsys.readouterr().err
+    assert f"run {root / 'basic' / 'seed-1'} is damaged: {npz} is damaged (BadZipFile" in err
+    assert "seed 1: **damaged**:" in section(md, "Runs")
+
+
+def test_a_report_says_when_the_data_changed_since_training(mini, tmp_path, capsys):
+    """Run folders record their data's identity; a report re-rendered later compares it with the data now."""
+    data = tmp_path / "data"
+    shutil.copytree(mini, data)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--model", "basic", "--image-size", "32",
+                 "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    assert main(["report", str(run)]) == 0
+    assert "changed since" not in capsys.readouterr().err + (run / "report.md").read_text()
+    extra = data / "val" / "n01440764" / "added.JPEG"
+    shutil.copyfile(next((data / "val" / "n02102040").iterdir()), extra)
+    assert main(["report", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"the data at {data} has changed since {run} was trained: files were added or removed " \
+           f"(val/n01440764 had 6 images, now 7)" in err
+    assert "the data has changed since this run was trained" in (run / "report.md").read_text()
+    # a study of such runs says it too, once per dataset
+    study = tmp_path / "study"
+    (study / "basic").mkdir(parents=True)
+    shutil.copytree(run, study / "basic" / "seed-42")
+    (study / "basic" / "seed-42" / "report.md").unlink()
+    render_compare(study)
+    assert capsys.readouterr().err.count(f"the data at {data} has changed since the runs under") == 1
 
 
 def test_a_study_with_no_finished_run_is_one_user_error(tmp_path):

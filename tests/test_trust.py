@@ -265,6 +265,14 @@ def test_a_study_run_killed_before_its_first_checkpoint_restarts(data, tmp_path)
 # ---------------------------------------------------------------------------- 4. every phase stops cleanly
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a process that exits while we look is not alive)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def children_of(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
@@ -290,15 +298,14 @@ def test_every_phase_stops_on_a_signal_with_one_line(tmp_path, phase, command, s
     t0 = time.time()
     proc.send_signal(sig)
     code = proc.wait(timeout=30)
-    assert time.time() - t0 < 10
+    assert time.time() - t0 < 20  # seconds, not the minutes a run would take (generous: CI's CPU is shared)
     err = proc.stderr.read().strip().splitlines()
     assert code == 128 + sig, err
     assert len(err) == 1 and err[0].startswith("reglab: ") and signal.Signals(sig).name in err[0], err
     if phase in ("train", "evaluate"):
         assert "reglab train --resume" in err[0]
     time.sleep(0.5)
-    assert not [k for k in kids if os.path.exists(f"/proc/{k}") and
-                open(f"/proc/{k}/stat").read().split()[2] != "Z"], "a child process was left behind"
+    assert not [k for k in kids if _alive(k)], "a child process was left behind"
     assert not [p for p in list(cache.rglob("*")) + list(out.rglob("*")) if p.name.endswith(".tmp")]
 
 
@@ -312,7 +319,10 @@ def test_a_study_worker_that_dies_is_named_and_the_rest_are_kept(data, tmp_path)
     victim = None
     while victim is None and time.time() < deadline:
         for kid in children_of(proc.pid):
-            cmd = open(f"/proc/{kid}/cmdline").read()
+            try:
+                cmd = open(f"/proc/{kid}/cmdline").read()
+            except OSError:  # a child that exited between pgrep and here (a finished run's worker)
+                continue
             if "spawn" in cmd and (victim_dir / "metrics.csv").exists():
                 info = (victim_dir / lock.NAME)
                 if info.exists() and str(kid) in info.read_text():

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .config import AUGMENTS, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, resolve
 from .errors import UserError
+from .text import visible
 
 EXAMPLES = """examples:
   reglab compare --data imagenette2-160 --seeds 5 --out runs/compare     the notebook's experiment, 5 seeds
@@ -245,7 +246,7 @@ def cmd_train(args) -> int:
     for summary, out in zip(summaries, outs):
         if summary["status"] != "finished":
             kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
-            print(f"reglab: run failed: {summary.get('failure')}{kept}", file=sys.stderr)
+            print(visible(f"reglab: run failed: {summary.get('failure')}{kept}"), file=sys.stderr)
             code = 1
         elif not args.quiet:
             print(f"{summary['variant']} seed {summary['seed']}: restored best val_accuracy "
@@ -349,7 +350,7 @@ class _Parser(argparse.ArgumentParser):
         prog = self.prog if self.prog != "reglab" else "reglab"
         where = prog.removeprefix("reglab").strip()
         prefix = f"reglab: {where}: " if where else "reglab: "
-        self.exit(2, f"{prefix}{message}{hint}; see '{prog} --help'\n")
+        self.exit(2, visible(f"{prefix}{message}{hint}; see '{prog} --help'") + "\n")
 
     def _suggestion(self, message: str) -> str:
         m = re.search(r"unrecognized arguments: (\S+)", message) or re.search(r"invalid choice: '([^']+)'", message)
@@ -492,10 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         with signals.handled():
             return args.func(args)
     except UserError as e:
-        print(f"reglab: {e}", file=sys.stderr)
+        print(f"reglab: {visible(e)}", file=sys.stderr)  # one line, whatever a path holds
         return e.exit_code
     except signals.Stopped as e:
-        print(f"reglab: {e}; nothing finished was lost: rerun the same command to continue", file=sys.stderr)
+        print(f"reglab: {visible(e)}; nothing finished was lost: rerun the same command to continue", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("reglab: interrupted", file=sys.stderr)

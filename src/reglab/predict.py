@@ -31,6 +31,7 @@ from .device import autocast, pick_device
 from .errors import UserError
 from .models import build_model
 from .progress import echo, progress
+from .text import visible
 
 
 @dataclass
@@ -172,7 +173,7 @@ def predict_to_csv(run_dir: Path, inputs: list[str], out: Path, top_k: int = 3, 
     writer.writerows(rows)
     atomic.write_text(out, buf.getvalue())
     for path, why in skipped:
-        print(f"skipped {show(path)}: {why}", file=sys.stderr)
+        print(visible(f"skipped {show(path)}: {why}"), file=sys.stderr)
     echo(f"predicted {len(rows)} image(s) with {run_dir} -> {out}"
          + (f"; {len(skipped)} unreadable image(s) skipped (listed above)" if skipped else ""), quiet)
     return {"rows": len(rows), "skipped": skipped}

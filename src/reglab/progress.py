@@ -12,6 +12,8 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .text import visible
+
 console = Console(stderr=True)
 _active: Progress | None = None
 
@@ -67,6 +69,8 @@ def echo(text: str, quiet: bool = False) -> None:
     """A result or status line on stdout (kept clear of the bars on stderr); nothing when quiet."""
     if quiet:
         return
+    # the caller's line breaks stay; a control character from a path or name is shown, never obeyed
+    text = "\n".join(visible(line) for line in str(text).split("\n"))
     if _active is not None and sys.stdout.isatty():  # the same terminal as the bars: print above them
         _active.console.print(text, markup=False, highlight=False, soft_wrap=True)
     else:

@@ -57,8 +57,8 @@ def cpu_model() -> str:
 @functools.lru_cache(maxsize=1)
 def cpu_native_bf16() -> bool:
     """True on CPUs that run bf16 matrix maths in hardware (AMX or AVX-512 BF16). Elsewhere bf16 autocast is
-    emulated: measured 8-9x slower than fp32 on a Zen 3 EPYC, while on a Zen 4 EPYC (AVX-512 BF16) and on
-    Intel CPUs with AMX it trained 1.6-2x faster (BENCHMARKS.md)."""
+    emulated: `reglab bench` measured it 7-11x slower than fp32 on a Zen 3 EPYC (BENCHMARKS.md), while on an
+    Intel CPU with AMX it trained about 2x faster."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     try:
         if any(check() for check in checks if check is not None):

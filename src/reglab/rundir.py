@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,7 @@ class Run:
         try:
             with np.load(p, allow_pickle=False) as z:
                 return z["images"]
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None  # only an illustration: a damaged one is left out of the figure
 
 
@@ -152,7 +153,7 @@ def read_predictions(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a truncated .npz is a bad zip
         raise UserError(f"{path} is damaged ({type(e).__name__}: {e})") from None
     probs, labels = out.get("probs"), out.get("labels")
     if probs is None or labels is None or probs.ndim != 2 or labels.shape != (probs.shape[0],) \

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .progress import echo
+from .text import visible
 
 _warned_no_tensorboard = False
 
@@ -32,7 +33,7 @@ class RunLog:
         """A message for stderr (even when quiet: it is a warning) and train.log."""
         self._file.write(text + "\n")
         self._file.flush()
-        print(text, file=sys.stderr, flush=True)
+        print(visible(text), file=sys.stderr, flush=True)
 
     def scalars(self, epoch: int, values: dict) -> None:
         if self.tb is None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import html
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import atomic
+from ..text import visible  # noqa: F401  (re-exported: the report modules escape names with it)
 
 # ------------------------------------------------------------------------------------------ escaping
 
@@ -27,22 +27,6 @@ _MD_SPECIAL = frozenset("\\`*_[]<>|$&~")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+/()-]*")
 
 
-def visible(text) -> str:
-    """One printable line: control characters (newlines, tabs, ESC, DEL, C1, line separators) become visible
-    escapes such as \\n or \\x1b, so a name can neither break a line nor drive a terminal."""
-    out = []
-    for ch in str(text):
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def esc(text) -> str:

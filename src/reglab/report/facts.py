@@ -318,6 +318,10 @@ def _check(study: Study, warn_stderr: bool) -> None:
         study.alerts.append(f"**These runs were trained on different data** (the fingerprints of their file lists "
                             f"differ): {parts}. Comparisons between them mix datasets.")
         lines.append(f"runs under {study.path} were trained on different data: " + plain(parts))
+    for path, change in data_changes([f.summary for f in study.runs]):
+        study.alerts.append(f"**The data has changed since these runs were trained**: {esc(path)}: {esc(change)}. "
+                            "The numbers below are those of the data as it was; a rerun would refuse to mix the two.")
+        lines.append(f"the data at {path} has changed since the runs under {study.path} were trained: {change}")
     sizes = {f.n for f in study.runs}
     if len(known) <= 1 and len(sizes) > 1:
         study.alerts.append(f"**The runs were evaluated on val/ sets of different sizes** "
@@ -336,6 +340,35 @@ def _check(study: Study, warn_stderr: bool) -> None:
     if warn_stderr:
         for line in lines:
             warn(line)
+
+
+def data_changes(summaries: list[dict]) -> list[tuple[str, str]]:
+    """(data path, what changed) for every dataset these runs recorded that is still on this machine but is no
+    longer the same files (a report is re-rendered from run folders alone, so a copied study whose data is
+    elsewhere is simply not checked)."""
+    from ..data.folder import scan
+    from ..data.identity import describe_change, identity
+
+    recorded = {}
+    for s in summaries:
+        ds = s.get("dataset") or {}
+        ident, path = ds.get("identity"), ds.get("path")
+        if isinstance(ident, dict) and ident.get("fingerprint") and isinstance(path, str):
+            recorded.setdefault((path, ident["fingerprint"]), ident)
+    out = []
+    for (path, _), then in recorded.items():
+        root = Path(path)
+        if not root.is_dir():
+            continue
+        try:
+            train, val, _ = scan(root)
+        except (UserError, OSError):  # no longer an ImageFolder tree at all
+            out.append((path, "it can no longer be read as train/ and val/ class folders"))
+            continue
+        change = describe_change(then, identity(root, [train, val]))
+        if change:
+            out.append((path, change))
+    return out
 
 
 def design_text(runs: list[RunFacts], design: str) -> str:

@@ -19,7 +19,8 @@ from . import common
 from .analysis import method_notes
 from .common import COUNT, LOSS, PCT, PP, SECONDS, fmt_int
 from .document import Document, code, esc, plain, write_document
-from .facts import PROBLEM_WORDS, RunFacts, class_names, confusion, design_text, problem_detail, run_facts
+from .facts import (PROBLEM_WORDS, RunFacts, class_names, confusion, data_changes, design_text, problem_detail,
+                    run_facts)
 from .plots import color, plot_augmentation, plot_confusion, plot_misclassified, plot_seed_curves
 from .provenance import setup_section
 from .sections import architecture
@@ -83,6 +84,11 @@ def render_single(run_dir, quiet: bool = False) -> tuple[Path, Path]:
         if not quiet:
             common.warn(f"run {run_dir} {PROBLEM_WORDS.get(run.status, ('', 'is ' + run.status))[1]}: "
                         f"{plain(reason)}")
+    for path, change in data_changes([run.summary]):
+        doc.warning(f"**Warning: the data has changed since this run was trained**: {esc(path)}: {esc(change)}. The "
+                    "numbers below are those of the data as it was; `--resume` would refuse to continue on it.")
+        if not quiet:
+            common.warn(f"the data at {path} has changed since {run_dir} was trained: {change}")
     if facts is not None:
         doc.p(design_text([facts], facts.chosen_on))
         if facts.at_chance:
