@@ -357,12 +357,22 @@ class _Parser(argparse.ArgumentParser):
         if not m:
             return ""
         word = m.group(1).split("=")[0]
+        instead = WHERE_INSTEAD.get((self.prog.removeprefix("reglab").strip(), word))
+        if instead:
+            return f" ({instead})"
         options = [s for s in self._option_string_actions if s.startswith("--")]
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
                 options += list(action.choices)
         close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
         return f" (did you mean {close[0]}?)" if close else ""
+
+
+# Flags of another command that a user reaches for here: the nearest spelling would mislead (`--model-ema`).
+WHERE_INSTEAD = {
+    ("ablate", "--model"): "ablate chooses its models with --variants; see reglab ablate --list-variants",
+    ("compare", "--model"): "compare always trains basic and regularized; reglab train --model trains one",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
