@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .config import AUGMENTS, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, resolve
 from .errors import UserError
-from .text import visible
+from .text import say, visible
 
 EXAMPLES = """examples:
   reglab compare --data imagenette2-160 --seeds 5 --out runs/compare     the notebook's experiment, 5 seeds
@@ -246,7 +246,7 @@ def cmd_train(args) -> int:
     for summary, out in zip(summaries, outs):
         if summary["status"] != "finished":
             kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
-            print(visible(f"reglab: run failed: {summary.get('failure')}{kept}"), file=sys.stderr)
+            say(f"reglab: run failed: {summary.get('failure')}{kept}")
             code = 1
         elif not args.quiet:
             print(f"{summary['variant']} seed {summary['seed']}: restored best val_accuracy "
@@ -503,13 +503,13 @@ def main(argv: list[str] | None = None) -> int:
         with signals.handled():
             return args.func(args)
     except UserError as e:
-        print(f"reglab: {visible(e)}", file=sys.stderr)  # one line, whatever a path holds
+        say(f"reglab: {e}")
         return e.exit_code
     except signals.Stopped as e:
-        print(f"reglab: {visible(e)}; nothing finished was lost: rerun the same command to continue", file=sys.stderr)
+        say(f"reglab: {e}; nothing finished was lost: rerun the same command to continue")
         return e.exit_code
     except KeyboardInterrupt:
-        print("reglab: interrupted", file=sys.stderr)
+        say("reglab: interrupted")
         return 130
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from .device import autocast, pick_device
 from .errors import UserError
 from .models import build_model
 from .progress import echo, progress
-from .text import visible
+from .text import say
 
 
 @dataclass
@@ -173,7 +172,7 @@ def predict_to_csv(run_dir: Path, inputs: list[str], out: Path, top_k: int = 3, 
     writer.writerows(rows)
     atomic.write_text(out, buf.getvalue())
     for path, why in skipped:
-        print(visible(f"skipped {show(path)}: {why}"), file=sys.stderr)
+        say(f"skipped {show(path)}: {why}")
     echo(f"predicted {len(rows)} image(s) with {run_dir} -> {out}"
          + (f"; {len(skipped)} unreadable image(s) skipped (listed above)" if skipped else ""), quiet)
     return {"rows": len(rows), "skipped": skipped}

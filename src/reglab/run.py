@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from .data.identity import describe_change
 from .device import check_fits, pick_device
 from .errors import UserError
 from .trainer import Interrupted, Trainer  # noqa: F401  (Interrupted: part of this module's interface)
-from .text import visible
+from .text import say
 
 
 # ------------------------------------------------------------------------------------ check, then touch
@@ -137,7 +136,7 @@ def prepare(cfg: Config, data: Data | DataFiles | None, device: torch.device, qu
         check_fits(cfg, device, files.num_files, len(files.classes), members=size)
         data = decode(files, cfg.image_size, cfg.on_bad_image, show_progress=not quiet)
         for path, why in data.describe()["skipped"]:
-            print(visible(f"skipped {path}: {why}"), file=sys.stderr)
+            say(f"skipped {path}: {why}")
     return data
 
 

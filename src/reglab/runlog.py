@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .progress import echo
-from .text import visible
+from .text import say
 
 _warned_no_tensorboard = False
 
@@ -33,7 +33,7 @@ class RunLog:
         """A message for stderr (even when quiet: it is a warning) and train.log."""
         self._file.write(text + "\n")
         self._file.flush()
-        print(visible(text), file=sys.stderr, flush=True)
+        say(text)
 
     def scalars(self, epoch: int, values: dict) -> None:
         if self.tb is None:

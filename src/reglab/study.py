@@ -18,7 +18,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from .config import NON_RESULT_FIELDS, Config
 from .errors import UserError
 from .progress import echo, progress
 from .provenance import command_line
-from .text import visible
+from .text import say
 
 FIRST_SEED = 42
 DEFAULT_MARGIN = 0.01  # equivalence margin of the verdicts: 1 percentage point
@@ -200,7 +199,7 @@ def _describe(job: Job, s: dict) -> str:
 def _report(unit: list[Job], summaries: list[dict], quiet: bool) -> None:
     for job, s in zip(unit, summaries):
         if s.get("status") != "finished":
-            print(visible(f"reglab: run {job.run_dir} failed: {s.get('failure')}"), file=sys.stderr)
+            say(f"reglab: run {job.run_dir} failed: {s.get('failure')}")
         else:
             echo(_describe(job, s), quiet)
 
@@ -271,7 +270,7 @@ def _run_processes(units: list[list[Job]], states: dict, n_jobs: int, quiet: boo
                            else f"exit code {proc.exitcode}")
                     names = " and ".join(str(j.run_dir) for j in unit)
                     lost.append(f"run {names} died ({how}; out of memory?)")
-                    print(visible(f"reglab: {lost[-1]}; the other runs go on"), file=sys.stderr)
+                    say(f"reglab: {lost[-1]}; the other runs go on")
                 bar.advance(task, len(unit))
     finally:
         for proc in running:  # a signal or an error: stop the other workers, leave no process behind
@@ -325,7 +324,7 @@ def _run_ray(units: list[list[Job]], states: dict, address: str | None, gpus_per
                 raise
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as e:
                 lost.append(f"run {' and '.join(str(j.run_dir) for j in unit)} died ({type(e).__name__})")
-                print(visible(f"reglab: {lost[-1]}; the other runs go on"), file=sys.stderr)
+                say(f"reglab: {lost[-1]}; the other runs go on")
             bar.advance(task, len(unit))
         return lost
     finally:
@@ -405,15 +404,15 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
         check_fits(first, device, files.num_files, len(files.classes), members=size)
         data = decode(files, first.image_size, first.on_bad_image, show_progress=not quiet)
         for path, why in data.describe()["skipped"]:
-            print(visible(f"skipped {path}: {why}"), file=sys.stderr)
+            say(f"skipped {path}: {why}")
     # Everything is checked: take the study folder and run.
     with lock.hold(out, "study folder"):
         rundir.sweep_temporaries(out)
         if reused:
             echo(f"reusing {reused} finished run(s)", quiet)
         for job in failed:
-            print(visible(f"reglab: run {job.run_dir} failed earlier (see its summary.json); kept as failed and "
-                          "counted in the report: delete its folder to retry it"), file=sys.stderr)
+            say(f"reglab: run {job.run_dir} failed earlier (see its summary.json); kept as failed and "
+                          "counted in the report: delete its folder to retry it")
         t0 = time.time()
         write_study(out, kind, todo_jobs, 0.0, margin)
         lost = []

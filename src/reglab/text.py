@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 
 
@@ -21,3 +22,9 @@ def visible(text) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def say(line) -> None:
+    """One line on stderr (an error, a warning, a skipped file), made visible: whatever a path or name holds, it
+    stays one line and never drives the terminal."""
+    print(visible(line), file=sys.stderr, flush=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from dataclasses import dataclass
 
-from .document import plain, visible
+from ..text import say, visible
+from .document import plain
 
 CONFIDENCE = 0.95
 NAN = float("nan")
@@ -99,7 +99,7 @@ def terminal(markup: str) -> str:
 
 def warn(line: str) -> None:
     """One line on stderr: `reglab: warning: ...` (the text made visible: one line, no escape sequences)."""
-    print(f"reglab: warning: {visible(line)}", file=sys.stderr, flush=True)
+    say(f"reglab: warning: {line}")
 
 
 def _num(v) -> float:

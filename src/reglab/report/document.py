@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import atomic
-from ..text import visible  # noqa: F401  (re-exported: the report modules escape names with it)
+from ..text import visible
 
 # ------------------------------------------------------------------------------------------ escaping
 
 # Markdown's meaningful characters inside a line (GitHub: | tables, $ math, ~ strikethrough, & entities).
 _MD_SPECIAL = frozenset("\\`*_[]<>|$&~")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+/()-]*")
-
-
 
 
 def esc(text) -> str:

@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import stats
+from ..data.folder import scan
+from ..data.identity import describe_change, identity
 from ..errors import UserError
 from ..rundir import Run, scan_study
 from .common import CONFIDENCE, NAN, PCT, RATE, _num, fmt_int, p_text, warn
-from .document import code, esc, plain, visible
+from ..text import visible
+from .document import code, esc, plain
 
 
 # ------------------------------------------------------------------------------------------- one run
@@ -346,9 +349,6 @@ def data_changes(summaries: list[dict]) -> list[tuple[str, str]]:
     """(data path, what changed) for every dataset these runs recorded that is still on this machine but is no
     longer the same files (a report is re-rendered from run folders alone, so a copied study whose data is
     elsewhere is simply not checked)."""
-    from ..data.folder import scan
-    from ..data.identity import describe_change, identity
-
     recorded = {}
     for s in summaries:
         ds = s.get("dataset") or {}

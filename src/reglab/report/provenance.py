@@ -10,7 +10,8 @@ from collections import Counter
 import numpy as np
 
 from .common import fmt_duration, fmt_int
-from .document import Document, esc, visible
+from ..text import visible
+from .document import Document, esc
 from .facts import RunFacts
 
 
