@@ -196,3 +196,64 @@ def test_compare_packs_its_seeds_into_the_usual_folders_and_report(mini, tmp_pat
             assert (out / variant / f / "best.safetensors").exists() and not (out / variant / f / "last.ckpt").exists()
     assert (out / "report.md").exists() and (out / "report.html").exists()
     assert main(["report", str(out), "--quiet"]) == 0
+
+
+def _train_cli(*args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "reglab.cli", "train", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    from safetensors.torch import load_file
+
+    assert _metric_rows(a / "metrics.csv") == _metric_rows(b / "metrics.csv"), (a, b)
+    wa, wb = load_file(a / "best.safetensors"), load_file(b / "best.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), (a, b)
+
+
+def test_no_cohort_member_is_lost_when_interrupted_and_resumed_as_printed(tmp_path):
+    """train --seeds 3 --pack 2, stopped during the first cohort (42, 43): the printed resume command finishes 42 and
+    43 exactly and trains 44, which never started; every seed equals an uninterrupted run's."""
+    data = make_colours(tmp_path / "data")
+    common = ["--data", str(data), "--image-size", "16", "--epochs", "5", "--device", "cpu", "--seeds", "3",
+              "--pack", "2", "--patience", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    full = _train_cli(*common, "--out", str(tmp_path / "full"), "--quiet", env=env)
+    assert full.returncode == 0, full.stderr
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "reglab.cli", "train", *common, "--out", str(cut)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    watched = cut / "regularized" / "seed-43" / "metrics.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (watched.exists() and len(_metric_rows(watched)) >= 1):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    err = proc.stderr.read()
+    assert f"reglab train --resume {cut}" in err, err
+    assert not (cut / "regularized" / "seed-44").exists()  # the second cohort never started
+    again = _train_cli(*common, "--out", str(cut), "--quiet", env=env)  # the original command points to --resume
+    assert again.returncode == 2 and f"--resume {cut}" in again.stderr, again.stderr
+    resumed = _train_cli("--resume", str(cut), "--quiet", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    for seed in (42, 43, 44):
+        _same_run(tmp_path / "full" / "regularized" / f"seed-{seed}", cut / "regularized" / f"seed-{seed}")
+    assert json.loads((cut / "regularized" / "seed-44" / "summary.json").read_text())["cohort"]["seeds"] == [44]
+    nothing = _train_cli("--resume", str(cut), env=env)
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
+
+
+def test_a_finished_cohort_is_extended_like_a_single_run(tmp_path):
+    """train --seeds 2 --pack 2 --keep-last for 3 epochs, then --resume DIR --epochs 5: the same as 5 epochs straight."""
+    data = make_colours(tmp_path / "data")
+    common = ["--data", str(data), "--image-size", "16", "--device", "cpu", "--seeds", "2", "--pack", "2",
+              "--patience", "0", "--keep-last", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert _train_cli(*common, "--epochs", "5", "--out", str(tmp_path / "five"), env=env).returncode == 0
+    assert _train_cli(*common, "--epochs", "3", "--out", str(tmp_path / "ext"), env=env).returncode == 0
+    extended = _train_cli("--resume", str(tmp_path / "ext"), "--epochs", "5", "--quiet", env=env)
+    assert extended.returncode == 0, extended.stderr
+    for seed in (42, 43):
+        run = tmp_path / "ext" / "regularized" / f"seed-{seed}"
+        _same_run(tmp_path / "five" / "regularized" / f"seed-{seed}", run)
+        assert json.loads((run / "summary.json").read_text())["extensions"] == [{"from": 3, "to": 5, "at_epoch": 3}]

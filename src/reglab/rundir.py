@@ -73,7 +73,7 @@ def classify(path: str | os.PathLike) -> str:
     if study.is_file():
         try:
             meta = json.loads(study.read_text())
-            if isinstance(meta, dict) and meta.get("kind") in ("compare", "ablate"):
+            if isinstance(meta, dict) and meta.get("kind") in ("compare", "ablate", "train"):
                 return "study"
         except (OSError, ValueError):
             pass

@@ -210,12 +210,32 @@ def _unit_args(unit: list[Job], states: dict) -> tuple:
 
 
 def units_of(todo: list[Job], pack: int) -> list[list[Job]]:
-    """The jobs to run together: the seeds of each variant in cohorts of at most `pack` (1: one run each)."""
+    """The jobs to run together. A run that resumes goes with the cohort it was trained in (its summary.json
+    names it): a cohort's members share their augmentation draws, so only the same cohort resumes exactly.
+    The new runs of each variant go in cohorts of at most `pack` (1: one run each)."""
     units = []
     for variant in dict.fromkeys(j.variant for j in todo):
         jobs = [j for j in todo if j.variant == variant]
-        units += [jobs[i:i + pack] for i in range(0, len(jobs), pack)]
+        cohorts: dict[tuple, list[Job]] = {}
+        fresh = []
+        for j in jobs:
+            seeds = recorded_cohort(j.run_dir) if (j.run_dir / "last.ckpt").exists() else None
+            if seeds is None:
+                fresh.append(j)
+            else:
+                cohorts.setdefault(seeds, []).append(j)
+        units += list(cohorts.values())
+        units += [fresh[i:i + pack] for i in range(0, len(fresh), pack)]
     return units
+
+
+def recorded_cohort(run_dir: Path) -> tuple | None:
+    """The seeds of the cohort a run was trained in, as its summary.json records them (None: not recorded)."""
+    try:
+        seeds = (rundir.read_summary(run_dir).get("cohort") or {}).get("seeds")
+    except UserError:
+        return None
+    return tuple(seeds) if isinstance(seeds, list) and seeds else None
 
 
 def _run_local(units: list[list[Job]], states: dict, data, quiet: bool, verbose: bool, bar, task) -> list[str]:
@@ -462,10 +482,11 @@ def pack_size(pack: int | str, cfg: Config, device, files, seeds: int) -> int:
 
 def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str = "auto", overwrite: bool = False,
                 quiet: bool = False, verbose: bool = False) -> list[dict]:
-    """`reglab train --seeds`: the seeds of one config into OUT/<model>/seed-<seed>/, packed into cohorts."""
+    """`reglab train --seeds`: the seeds of one config into OUT/<model>/seed-<seed>/, packed into cohorts. The
+    plan (config, seeds, cohort size) goes into OUT/study.json first, so `train --resume OUT` finishes every
+    planned seed, also those an interruption kept from starting."""
     from .data import decode, find_data
     from .device import check_fits, pick_device
-    from .run import train_cohort
 
     out = Path(out)
     check_out(out)
@@ -479,23 +500,100 @@ def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str 
     size = pack_size(pack, cfg, device, files, len(seeds))
     check_fits(cfg, device, files.num_files, len(files.classes), members=size)
     data = decode(files, cfg.image_size, cfg.on_bad_image, show_progress=not quiet)
+    with lock.hold(out, "study folder"):
+        write_seeds_plan(out, cfg, seeds, size)
+        return _train_units(out, [[(j, False) for j in unit] for unit in units_of(jobs, size)], data, overwrite,
+                            None, quiet, verbose)
+
+
+def write_seeds_plan(out: Path, cfg: Config, seeds: list[int], pack: int) -> None:
+    atomic.write_json(out / "study.json", {
+        "kind": "train", "reglab": __version__, "command": command_line(), "variants": [cfg.model],
+        "seeds": list(seeds), "pack": pack, "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"}})
+
+
+def _train_units(out: Path, units: list[list[tuple[Job, bool]]], data, overwrite: bool, changes: dict | None,
+                 quiet: bool, verbose: bool) -> list[dict]:
+    """Train (job, resume) units one after another; an interruption names the one command that continues all
+    of them (a cohort's own message would name only its own runs)."""
+    from .run import Interrupted, train_cohort
+
     summaries = []
-    for unit in units_of(jobs, size):
-        summaries += train_cohort([j.cfg for j in unit], [j.run_dir for j in unit], data=data, overwrite=overwrite,
-                                  quiet=quiet, verbose=verbose)
+    try:
+        for unit in units:
+            summaries += train_cohort([None if resume else j.cfg for j, resume in unit],
+                                      [j.run_dir for j, _ in unit], data=data, overwrite=overwrite,
+                                      resume=[resume for _, resume in unit], changes=changes, quiet=quiet,
+                                      verbose=verbose)
+    except Interrupted as e:
+        e.args = (f"interrupted by {_signal_name(e.signum)} after epoch {e.epoch}; resume every seed with: "
+                  f"reglab train --resume {out}",)
+        raise
+    except signals.Stopped as e:  # between two cohorts: nothing is lost either, and the same command continues
+        stopped = Interrupted(e.signum, 0, out)
+        stopped.args = (f"interrupted by {_signal_name(e.signum)}{' while ' + e.phase if e.phase else ''}; resume "
+                        f"every seed with: reglab train --resume {out}",)
+        raise stopped from None
     return summaries
 
 
-def resume_folder(folder: str | Path, changes: dict, quiet: bool = False, verbose: bool = False) -> list[dict]:
-    """`reglab train --resume DIR` where DIR holds several seeds (train --seeds): every unfinished one, as one
-    cohort."""
-    from .run import train_cohort
+def read_seeds_plan(folder: Path) -> tuple[Config, list[int], int] | None:
+    """(config, seeds, cohort size) that `train --seeds` recorded in FOLDER/study.json; None for a folder
+    written before plans were recorded."""
+    from .config import from_dict
 
-    runs = [p for p in sorted(Path(folder).glob("*/seed-*")) if p.is_dir() and not rundir.is_finished(p)]
-    if not runs:
+    try:
+        meta = json.loads((folder / "study.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{folder / 'study.json'} is damaged ({type(e).__name__}); it records which seeds to "
+                        "train: restore it, or train the seeds again into a new --out") from None
+    if not isinstance(meta, dict) or meta.get("kind") != "train":
+        return None
+    try:
+        seeds = [int(s) for s in meta["seeds"]]
+        cfg = from_dict({**meta["config"], "seed": seeds[0]})
+        pack = max(1, int(meta.get("pack", 1)))
+    except (KeyError, TypeError, ValueError, IndexError, UserError) as e:
+        raise UserError(f"{folder / 'study.json'} is damaged ({type(e).__name__}: {e}); restore it, or train the "
+                        "seeds again into a new --out") from None
+    return cfg, seeds, pack
+
+
+def resume_folder(folder: str | Path, changes: dict, quiet: bool = False, verbose: bool = False):
+    """`reglab train --resume DIR` where DIR holds several seeds (train --seeds): every planned seed that is not
+    finished (or every finished one, when --epochs extends them), each in the cohort it was trained in; seeds
+    that never started are trained. Returns (run folders, summaries)."""
+    folder = Path(folder)
+    recorded = read_seeds_plan(folder)
+    if recorded is None:  # older folders: the seed folders that exist are the plan
+        runs = [p for p in sorted(folder.glob("*/seed-*")) if p.is_dir()]
+        jobs = [Job(p.parent.name, None, p) for p in runs]
+        pack = 1
+    else:
+        cfg, seeds, pack = recorded
+        jobs = plan(cfg.to_dict(), {cfg.model: {"model": cfg.model}}, seeds, folder)
+    extend = "epochs" in changes
+    pending = [j for j in jobs if extend or not rundir.is_finished(j.run_dir)]
+    if not pending:
         raise UserError(f"every run under {folder} is finished; there is nothing to resume")
-    return runs, train_cohort([None] * len(runs), runs, resume=[True] * len(runs), changes=changes, quiet=quiet,
-                              verbose=verbose)
+    started = [j for j in pending if rundir.classify(j.run_dir) == "run" and
+               ((j.run_dir / "last.ckpt").exists() or rundir.is_finished(j.run_dir))]
+    fresh = [j for j in pending if j not in started]
+    if any(j.cfg is None for j in fresh):
+        raise UserError(f"{folder} holds seed folders that never started and no study.json plan to train them "
+                        "from; train them again into a new --out")
+    units = [[(j, True) for j in unit] for unit in units_of(started, len(started) or 1)]
+    units += [[(j, False) for j in unit] for unit in units_of(fresh, pack)]
+    fresh_changes = {k: v for k, v in changes.items() if k in NON_RESULT_FIELDS | {"epochs"}}
+    for unit in units:  # the seeds that never started get what an extension or a faster setting asks too
+        for j, resume in unit:
+            if not resume and fresh_changes:
+                j.cfg = j.cfg.replace(**fresh_changes)
+    with lock.hold(folder, "study folder"):
+        summaries = _train_units(folder, units, None, False, changes, quiet, verbose)
+    return [j.run_dir for unit in units for j, _ in unit], summaries
 
 
 def rerun_command() -> str:
@@ -541,7 +639,7 @@ def render_report(out: str | Path, kind: str | None = None, quiet: bool = False,
         kind = "compare" if {r.variant for r in runs} <= set(COMPARE_VARIANTS) else "ablate"
     with (contextlib.nullcontext() if locked else lock.hold(out, "study folder")), \
             signals.phase(f"writing the report in {out}", "report"):
-        if kind == "compare":
+        if kind in ("compare", "train"):  # train --seeds: one variant, reported as a compare of one
             from .report.compare import render_compare as render, terminal_table
         else:
             from .report.ablation import render_ablation as render, terminal_table
