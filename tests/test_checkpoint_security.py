@@ -46,9 +46,9 @@ def templates(tmp_path_factory):
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REGLAB_DATA", str(base / "reglab-data"))
-        import reglab.report.plots
+        import reglab.reports.plots
 
-        mp.setattr(reglab.report.plots, "plot_curves", lambda *a, **k: None)
+        mp.setattr(reglab.reports.plots, "plot_curves", lambda *a, **k: None)
         for model in ("basic", "regularized"):
             out = base / model
             rc = main(["train", "--data", str(data), "--out", str(out), "--model", model, "--image-size", "32",

@@ -24,16 +24,16 @@ from reglab.cli import main
 from reglab.config import dump_yaml, resolve
 from reglab.errors import UserError
 from reglab.models import build_model, count_params
-from reglab.report import analysis, common, facts
-from reglab.report.ablation import render_ablation
-from reglab.report.ablation import terminal_table as ablation_terminal_table
-from reglab.report.analysis import analyze
-from reglab.report.common import COUNT, PCT, PP
-from reglab.report.compare import render_compare, terminal_table
-from reglab.report.document import esc, inline_html, plain, visible
-from reglab.report.facts import load_study
-from reglab.report.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
-from reglab.report.single import render_single
+from reglab.reports import analysis, common, facts
+from reglab.reports.ablation import render_ablation
+from reglab.reports.ablation import terminal_table as ablation_terminal_table
+from reglab.reports.analysis import analyze
+from reglab.reports.common import COUNT, PCT, PP
+from reglab.reports.compare import render_compare, terminal_table
+from reglab.reports.document import esc, inline_html, plain, visible
+from reglab.reports.facts import load_study
+from reglab.reports.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
+from reglab.reports.single import render_single
 from reglab.rundir import METRIC_COLUMNS, find_runs
 
 CLASSES = ["n01440764", "n02102040", "n02979186", "n03000684"]
@@ -238,8 +238,8 @@ def test_compare_numbers_come_from_the_runs_and_scipy(compare_study):
     for run in find_runs(root):
         s = run.summary
         for text in (md, html):
-            assert f"seed {run.seed}: {PCT(s['restored_val_accuracy'])}" in text
-            assert f"seed {run.seed}: {PCT(s['clean_train_accuracy'])}" in text
+            assert f"seed {run.seed}: {PCT(s.restored_val_accuracy)}" in text
+            assert f"seed {run.seed}: {PCT(s.clean_train_accuracy)}" in text
     basic = [0.60, 0.62, 0.61]
     reg = [0.75, 0.78, 0.76]
     # a 3-seed Student t interval, by hand with scipy
@@ -663,7 +663,7 @@ def test_an_old_run_folder_renders_with_its_fallbacks(tmp_path, capsys):
     study = load_study(root, warn_stderr=False)
     f = study.variants["basic"].runs[0]
     assert f.correct == 240 and not f.gap_measured
-    assert f.gap == pytest.approx(f.summary["train_accuracy"] - f.summary["val_accuracy"])
+    assert f.gap == pytest.approx(f.summary.train_accuracy - f.summary.val_accuracy)
     assert "Older run folders have no clean training accuracy" in md
     assert "not recorded (an older run)" in md
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reglab.report.ablation import render_ablation
-from reglab.report.compare import render_compare
+from reglab.reports.ablation import render_ablation
+from reglab.reports.compare import render_compare
 from test_report import README, compare_spec, make_study
 
 pytestmark = pytest.mark.browser

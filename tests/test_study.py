@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from reglab.cli import main
-from reglab.report.common import PCT
+from reglab.reports.common import PCT
 from reglab.rundir import find_runs
 
 TINY = ["--image-size", "32", "--epochs", "2", "--device", "cpu", "--quiet"]
@@ -29,7 +29,7 @@ def test_compare_writes_runs_and_both_reports(compared):
     assert "data:image/png;base64," in html and "<table" in html
     # every restored val accuracy in the report comes from the run folders' summary.json
     for r in runs:
-        assert PCT(r.summary["restored_val_accuracy"]) in md
+        assert PCT(r.summary.restored_val_accuracy) in md
 
 
 def test_compare_rerun_reuses_finished_runs(compared, mini, capsys):

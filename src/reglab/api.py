@@ -52,7 +52,7 @@ def ablate(*, variants: list[str] | str | None = None, seeds: int | list[int] = 
 
 def report(folder: str | Path, quiet: bool = False) -> tuple[Path, Path]:
     """Re-render the report of a study or run folder; returns (report.md, report.html)."""
-    from .study import render_report
+    from .reports.render import render_report
 
     return render_report(Path(folder), quiet=quiet)
 

@@ -126,8 +126,9 @@ def whole_experiment(data_spec: str, device, image_size: int, epochs: int, recip
             cfg = Config(model=model_name, data=data_spec, image_size=image_size, epochs=epochs, recipe=recipe,
                          device=str(device))
             s = train(cfg, Path(tmp) / model_name, data=data, quiet=True)
-            results[model_name] = {k: s[k] for k in ("epochs_run", "best_epoch", "restored_val_accuracy",
-                                                       "val_accuracy", "wall_seconds", "train_images_per_second")}
+            results[model_name] = {k: getattr(s, k) for k in ("epochs_run", "best_epoch", "restored_val_accuracy",
+                                                                "val_accuracy", "wall_seconds",
+                                                                "train_images_per_second")}
     results["total_seconds"] = time.perf_counter() - t0
     return results
 

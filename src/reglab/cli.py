@@ -244,14 +244,14 @@ def cmd_train(args) -> int:
             outs = [Path(args.out)]
     code = 0
     for summary, out in zip(summaries, outs):
-        if summary["status"] != "finished":
+        if not summary.finished:
             kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
-            say(f"reglab: run failed: {summary.get('failure')}{kept}")
+            say(f"reglab: run failed: {summary.failure}{kept}")
             code = 1
         elif not args.quiet:
-            print(f"{summary['variant']} seed {summary['seed']}: restored best val_accuracy "
-                  f"{summary['restored_val_accuracy']:.4f} (epoch {summary['best_epoch']} of {summary['epochs_run']}), "
-                  f"{summary['wall_seconds']:.1f}s")
+            print(f"{summary.variant} seed {summary.seed}: restored best val_accuracy "
+                  f"{summary.restored_val_accuracy:.4f} (epoch {summary.best_epoch} of {summary.epochs_run}), "
+                  f"{summary.wall_seconds:.1f}s")
     return code
 
 
@@ -294,7 +294,7 @@ def resolve_settings(settings: dict) -> dict:
 
 
 def cmd_report(args) -> int:
-    from .study import render_report
+    from .reports.render import render_report
 
     render_report(Path(args.dir), quiet=args.quiet, margin=None if args.margin is None else args.margin / 100)
     return 0

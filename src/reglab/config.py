@@ -192,6 +192,14 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def differences(self, other: "Config | dict", ignore=()) -> list[str]:
+        """The settings that change what a run computes and differ in `other` (a Config, or a config.yaml as
+        written, which may be older and lack keys): every field but NON_RESULT_FIELDS and `ignore`. The one
+        definition of "the same run" (a cohort's members, a resume, a study's finished run)."""
+        theirs = other.to_dict() if isinstance(other, Config) else other
+        skip = NON_RESULT_FIELDS | set(ignore)
+        return sorted(k for k, v in self.to_dict().items() if k not in skip and k in theirs and theirs[k] != v)
+
     def regularizers(self) -> list[str]:
         """Human-readable list of the regularizers this run uses (for reports)."""
         out = []

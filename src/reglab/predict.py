@@ -40,7 +40,7 @@ class TrainedRun:
     path: Path
     config: Config
     classes: list[str]  # class folder names, in label order
-    summary: dict
+    summary: rundir.Summary
     history: list[dict]  # metrics.csv rows, one per epoch
     model: torch.nn.Module
     device: torch.device
@@ -93,7 +93,7 @@ def load_run(path: str | Path, device: str = "cpu", precision: str | None = None
         raise UserError(f"run {path} is not finished (status {run.status}); resume it with reglab train --resume "
                         f"{path} first")
     cfg = from_dict(run.config)
-    classes = list((run.summary.get("dataset") or {}).get("classes") or [])
+    classes = list(run.summary.dataset.classes)
     if not classes:
         raise UserError(f"{path / 'summary.json'} does not list the classes; this run cannot be used to predict")
     dev = pick_device(device)
@@ -105,8 +105,8 @@ def load_run(path: str | Path, device: str = "cpu", precision: str | None = None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # the precision the run evaluated at, so its own val/ gives its own accuracy (older runs: fp32)
-    used = precision or run.summary.get("precision") or "fp32"
-    if used == "bf16" and dev.type != run.summary.get("device", dev.type):
+    used = precision or run.summary.precision or "fp32"
+    if used == "bf16" and dev.type != (run.summary.device or dev.type):
         used = "fp32"
     return TrainedRun(path, cfg, classes, run.summary, run.metrics, model, dev, used)
 
@@ -187,6 +187,6 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
     if out is None:
         out = run_dir / ("model.onnx" if fmt == "onnx" else "model.pt")
     meta = {"reglab_version": __version__, "run": str(run_dir), "model": run.config.model,
-            "variant": run.summary.get("variant"), "seed": run.config.seed,
-            "restored_val_accuracy": run.summary.get("restored_val_accuracy"), "class_folders": run.classes}
+            "variant": run.summary.variant, "seed": run.config.seed,
+            "restored_val_accuracy": run.summary.restored_val_accuracy, "class_folders": run.classes}
     return export_model(run.model, run.image_size, run.class_names, fmt, out, metadata=meta)

@@ -18,13 +18,11 @@ import yaml
 from . import atomic, lock, rundir
 from .checkpoint import load_checkpoint
 from .config import NON_RESULT_FIELDS, Config, dump_yaml, from_dict
-from .data import Data, DataFiles, decode, find_data
-from .data.folder import show
-from .data.identity import describe_change
-from .device import check_fits, pick_device
+from .data import Data, DataFiles
+from .device import pick_device
 from .errors import UserError
+from .prepare import prepare_data
 from .trainer import Interrupted, Trainer  # noqa: F401  (Interrupted: part of this module's interface)
-from .text import say
 
 
 # ------------------------------------------------------------------------------------ check, then touch
@@ -36,8 +34,7 @@ def _check_same_run(out: Path, cfg: Config) -> None:
         written = yaml.safe_load((out / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return  # no config.yaml yet (killed before writing it): the checkpoint is all we have
-    differ = sorted(k for k, v in cfg.to_dict().items() if k in written and written[k] != v and k not in
-                    NON_RESULT_FIELDS | {"epochs"})
+    differ = cfg.differences(written if isinstance(written, dict) else {}, ignore={"epochs"})
     if differ:
         k = differ[0]
         raise UserError(
@@ -90,7 +87,7 @@ def _resume_plan(out: Path, kind: str, changes: dict) -> tuple[Config, dict | No
             raise UserError(f"no checkpoint and no readable config.yaml in {out}; there is nothing to resume "
                             "(train it again with --overwrite)") from None
     current = cfg.to_dict()
-    refused = sorted(k for k, v in changes.items() if v != current[k] and k not in NON_RESULT_FIELDS | {"epochs"})
+    refused = cfg.differences(changes, ignore={"epochs"})
     if refused:
         shown = ", ".join(f"{k} ({current[k]!r} in the run, {changes[k]!r} asked)" for k in refused[:3])
         raise UserError(f"--resume continues a run exactly as it was configured; these would change it: {shown}. "
@@ -116,28 +113,6 @@ def _resume_plan(out: Path, kind: str, changes: dict) -> tuple[Config, dict | No
         return cfg, None, []  # nothing to do: train() reports the finished run
     cfg = cfg.replace(**{k: v for k, v in changes.items() if k in NON_RESULT_FIELDS | {"epochs"}})
     return cfg, saved, extensions
-
-
-def prepare(cfg: Config, data: Data | DataFiles | None, device: torch.device, quiet: bool,
-            trained_on: list[dict] = (), size: int = 1) -> Data:
-    """Find, check and decode the data for `cfg` (no run folder is touched). `trained_on`: the identities
-    recorded by runs being resumed, which the data must still match."""
-    if isinstance(data, Data):  # decoded once by a study for all its runs (which checked memory then)
-        files, identity = None, data.identity
-    else:
-        files = data if isinstance(data, DataFiles) else find_data(cfg.data, show_progress=not quiet)
-        identity = files.identity()
-    for then in trained_on:
-        change = describe_change(then, identity)
-        if change:
-            raise UserError(f"the data at {show(cfg.data)} is not what this run was trained on: {change}; restore it, "
-                            "or train a new run")
-    if files is not None:
-        check_fits(cfg, device, files.num_files, len(files.classes), members=size)
-        data = decode(files, cfg.image_size, cfg.on_bad_image, show_progress=not quiet)
-        for path, why in data.describe()["skipped"]:
-            say(f"skipped {path}: {why}")
-    return data
 
 
 def train(cfg: Config | None, out: str | Path, data: Data | DataFiles | None = None, resume: bool = False,
@@ -183,8 +158,8 @@ def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data |
     device = pick_device(cfgs_todo[0].device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = prepare(cfgs_todo[0], data, device, quiet, [t[4]["data_identity"] for t in todo
-                                                       if t[4] and "data_identity" in t[4]], size=len(todo))
+    data = prepare_data(cfgs_todo[0], device, data, members=len(todo), quiet=quiet,
+                        trained_on={t[2]: t[4]["data_identity"] for t in todo if t[4] and "data_identity" in t[4]})
     trainer = Trainer(cfgs_todo, data, [t[2] for t in todo], device, quiet=quiet, verbose=verbose,
                       variants=[t[3] for t in todo])
     # Everything is checked: now take the folders and write.

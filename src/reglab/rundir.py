@@ -25,8 +25,9 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import yaml
@@ -42,7 +43,245 @@ RUN_FILES = frozenset({"config.yaml", "summary.json", "metrics.csv", "train.log"
                        "last.ckpt", "predictions.npz", "samples.npz", "report.md", "report.html", "figures",
                        "model.onnx", "model.pt"})  # the last four: `reglab report RUN_DIR` and `reglab export`
 TENSORBOARD_PREFIX = "events.out.tfevents."
-STATUSES = ("running", "interrupted", "failed", "finished")
+
+
+# ------------------------------------------------------------------------------------------ the schema
+
+RunStatus = Literal["running", "interrupted", "failed", "finished"]
+STATUSES: tuple[str, ...] = get_args(RunStatus)
+Design = Literal["val", "selection split"]  # the split that chose the best epoch
+
+
+class Damaged(ValueError):
+    """A file reglab wrote back is not what it wrote: the reader names the file and says what to do."""
+
+
+def _typed(data: dict, key: str, kinds, default=None, *, low=None, high=None):
+    """data[key] checked against `kinds` (and a range); absent or None gives `default`."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise Damaged(f"{key} is {value!r}, not a number")
+    if not isinstance(value, kinds):
+        raise Damaged(f"{key} is {_short(value)}, not {_kind_name(kinds)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Damaged(f"{key} is {value!r}, not a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise Damaged(f"{key} is {value!r}, outside its possible range [{low}, {high}]")
+    return value
+
+
+def _kind_name(kinds) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    names = {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list", dict: "a mapping"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+NUMBER = (int, float)
+FRACTION = dict(low=0.0, high=1.0)
+NONNEG = dict(low=0)
+
+
+@dataclass
+class DatasetInfo:
+    """The data a run was trained on, as it was: names, sizes, classes and identity (data/identity.py)."""
+
+    name: str = "unknown"
+    path: str = ""
+    train_size: int | None = None
+    val_size: int | None = None
+    classes: list[str] = field(default_factory=list)  # class folder names, in label order
+    class_names: list[str] = field(default_factory=list)  # readable names where known
+    skipped: list[list[str]] = field(default_factory=list)  # [path, why] of images left out
+    identity: dict | None = None  # {classes, counts, digests, fingerprint}; None in older runs
+    selection_size: int | None = None  # training images held out to choose (0: val/ chose)
+    train_used: int | None = None  # training images the run trained on
+
+    @property
+    def fingerprint(self) -> str | None:
+        fp = (self.identity or {}).get("fingerprint")
+        return fp if isinstance(fp, str) else None
+
+    @classmethod
+    def from_json(cls, d) -> "DatasetInfo":
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise Damaged(f"dataset is {_short(d)}, not a mapping")
+        identity = d.get("identity")
+        if identity is not None and not isinstance(identity, dict):
+            raise Damaged("dataset.identity is not a mapping")
+        return cls(name=str(_typed(d, "name", str, "unknown")), path=str(_typed(d, "path", str, "")),
+                   train_size=_typed(d, "train_size", int, None, **NONNEG),
+                   val_size=_typed(d, "val_size", int, None, **NONNEG),
+                   classes=[str(c) for c in _typed(d, "classes", list, [])],
+                   class_names=[str(c) for c in _typed(d, "class_names", list, [])],
+                   skipped=[list(map(str, s)) for s in _typed(d, "skipped", list, []) if isinstance(s, (list, tuple))],
+                   identity=identity,
+                   selection_size=_typed(d, "selection_size", int, None, **NONNEG),
+                   train_used=_typed(d, "train_used", int, None, **NONNEG))
+
+
+@dataclass
+class Provenance:
+    """Where a result came from: times, the command, the machine and the software (provenance.environment())."""
+
+    started: str | None = None
+    ended: str | None = None
+    command: str | None = None
+    host: str | None = None
+    platform: str | None = None
+    cpu: str | None = None
+    cpu_count: int | None = None
+    cpu_native_bf16: bool | None = None
+    gpu: str | None = None
+    cuda: str | None = None
+    device: str | None = None
+    device_name: str | None = None
+    precision: str | None = None
+    software: dict = field(default_factory=dict)
+    git: dict | None = None
+
+    @classmethod
+    def from_json(cls, d, top: dict) -> "Provenance":
+        """`top`: the summary itself, whose top level held device, precision and software in older runs."""
+        d = d if isinstance(d, dict) else {}
+        get = lambda k, kinds: _typed(d, k, kinds, None) if d.get(k) is not None else _typed(top, k, kinds, None)  # noqa: E731
+        software = d.get("software") if isinstance(d.get("software"), dict) else top.get("software")
+        git = d.get("git")
+        return cls(started=get("started", str), ended=get("ended", str), command=get("command", str),
+                   host=get("host", str), platform=get("platform", str), cpu=get("cpu", str),
+                   cpu_count=get("cpu_count", int), cpu_native_bf16=get("cpu_native_bf16", bool), gpu=get("gpu", str),
+                   cuda=get("cuda", str), device=get("device", str), device_name=get("device_name", str),
+                   precision=get("precision", str), software=software if isinstance(software, dict) else {},
+                   git=git if isinstance(git, dict) else None)
+
+
+@dataclass
+class Summary:
+    """summary.json: one run's status, results and provenance. The trainer fills it; `to_json` is the file;
+    `from_json` reads any version of it (the fallbacks for older runs live there and nowhere else) and refuses
+    a damaged one (Damaged: what is wrong)."""
+
+    status: str
+    variant: str | None = None  # None in older runs: Run.variant falls back to the model
+    model: str | None = None
+    seed: int | None = None
+    recipe: str | None = None
+    failure: str | None = None
+    chosen_on: str = "val"  # Design: the split that chose the best epoch
+    dataset: DatasetInfo = field(default_factory=DatasetInfo)
+    device: str | None = None
+    device_name: str | None = None
+    precision: str | None = None
+    cohort: list[int] = field(default_factory=list)  # the seeds trained together in one packed network
+    epochs_max: int | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    extensions: list[dict] = field(default_factory=list)  # --resume --epochs N: {from, to, at_epoch}
+    # the last epoch's row (Keras's running train values; the split that chose)
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    select_loss: float | None = None
+    select_accuracy: float | None = None
+    # the restored best weights, evaluated at the end
+    restored_val_loss: float | None = None
+    restored_val_accuracy: float | None = None
+    restored_val_correct: int | None = None
+    clean_train_accuracy: float | None = None  # None in older runs: no measured gap
+    clean_train_images: int = 0
+    restored_select_loss: float | None = None
+    restored_select_accuracy: float | None = None
+    params_trainable: int | None = None
+    params_non_trainable: int | None = None
+    layers: list[dict] | None = None  # the Keras-style layer table, recorded at training time (models.layer_table)
+    wall_seconds: float | None = None
+    train_seconds: float | None = None
+    train_images_per_second: float | None = None
+    regularizers: list[str] | None = None  # words for the reports; None in the oldest runs
+    provenance: Provenance = field(default_factory=Provenance)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["cohort"] = {"size": len(self.cohort), "seeds": list(self.cohort)}
+        return out
+
+    @classmethod
+    def from_json(cls, d) -> "Summary":
+        if not isinstance(d, dict):
+            raise Damaged(f"it holds {_short(d)}, not a mapping")
+        status = d.get("status")
+        if status not in STATUSES:
+            raise Damaged(f"no valid status ({_short(status)})")
+        cohort = d.get("cohort")
+        seeds = cohort.get("seeds") if isinstance(cohort, dict) else None
+        if seeds is not None and not (isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)):
+            raise Damaged("cohort.seeds is not a list of seeds")
+        layers = d.get("layers")
+        if layers is not None:
+            if not (isinstance(layers, list) and all(isinstance(r, dict) for r in layers)):
+                raise Damaged("layers is not a list of layer rows")
+            layers = [{**r, "output_shape": tuple(r.get("output_shape") or ())} for r in layers]  # JSON has lists
+        regs = d.get("regularizers")
+        if regs is not None and not isinstance(regs, list):
+            raise Damaged("regularizers is not a list")
+        ext = d.get("extensions")
+        s = cls(
+            status=status, variant=_typed(d, "variant", str), model=_typed(d, "model", str),
+            seed=_typed(d, "seed", int, None, **NONNEG), recipe=_typed(d, "recipe", str),
+            failure=None if d.get("failure") is None else str(d["failure"]),
+            chosen_on=_typed(d, "chosen_on", str, "val"), dataset=DatasetInfo.from_json(d.get("dataset")),
+            device=_typed(d, "device", str), device_name=_typed(d, "device_name", str),
+            precision=_typed(d, "precision", str), cohort=list(seeds or []),
+            epochs_max=_typed(d, "epochs_max", int, None, **NONNEG),
+            epochs_run=_typed(d, "epochs_run", int, None, **NONNEG),
+            best_epoch=_typed(d, "best_epoch", int, None, **NONNEG),
+            stopped_early=bool(_typed(d, "stopped_early", bool, False)),
+            extensions=[e for e in ext if isinstance(e, dict)] if isinstance(ext, list) else [],
+            train_loss=_typed(d, "train_loss", NUMBER), train_accuracy=_typed(d, "train_accuracy", NUMBER, **FRACTION),
+            val_loss=_typed(d, "val_loss", NUMBER), val_accuracy=_typed(d, "val_accuracy", NUMBER, **FRACTION),
+            select_loss=_typed(d, "select_loss", NUMBER),
+            select_accuracy=_typed(d, "select_accuracy", NUMBER, **FRACTION),
+            restored_val_loss=_typed(d, "restored_val_loss", NUMBER, low=0.0),
+            restored_val_accuracy=_typed(d, "restored_val_accuracy", NUMBER, **FRACTION),
+            restored_val_correct=_typed(d, "restored_val_correct", int, None, **NONNEG),
+            clean_train_accuracy=_typed(d, "clean_train_accuracy", NUMBER, **FRACTION),
+            clean_train_images=_typed(d, "clean_train_images", int, 0, **NONNEG),
+            restored_select_loss=_typed(d, "restored_select_loss", NUMBER, low=0.0),
+            restored_select_accuracy=_typed(d, "restored_select_accuracy", NUMBER, **FRACTION),
+            params_trainable=_typed(d, "params_trainable", int, None, **NONNEG),
+            params_non_trainable=_typed(d, "params_non_trainable", int, None, **NONNEG),
+            layers=layers, wall_seconds=_typed(d, "wall_seconds", NUMBER, None, low=0.0),
+            train_seconds=_typed(d, "train_seconds", NUMBER, None, low=0.0),
+            train_images_per_second=_typed(d, "train_images_per_second", NUMBER, None, low=0.0),
+            regularizers=[str(r) for r in regs] if regs is not None else None,
+            provenance=Provenance.from_json(d.get("provenance"), d))
+        # values that must agree with each other
+        n = s.dataset.val_size
+        if s.restored_val_correct is not None and n is not None and s.restored_val_correct > n:
+            raise Damaged(f"restored_val_correct {s.restored_val_correct} exceeds the {n} val images")
+        if s.restored_val_correct is None and s.restored_val_accuracy is not None and n:
+            s.restored_val_correct = int(round(s.restored_val_accuracy * n))  # older runs stored the fraction only
+        if s.chosen_on not in get_args(Design):
+            raise Damaged(f"chosen_on is {_short(s.chosen_on)}")
+        if s.finished:
+            missing = [k for k in ("restored_val_accuracy", "epochs_run") if getattr(s, k) is None]
+            if missing:
+                raise Damaged(f"a finished run without {', '.join(missing)}")
+        return s
 
 
 def is_run_file(name: str) -> bool:
@@ -52,7 +291,10 @@ def is_run_file(name: str) -> bool:
 # ------------------------------------------------------------------------------------------ what a folder is
 
 
-def classify(path: str | os.PathLike) -> str:
+FolderKind = Literal["absent", "file", "empty", "run", "study", "foreign"]
+
+
+def classify(path: str | os.PathLike) -> FolderKind:
     """'absent', 'file', 'empty', 'run', 'study' or 'foreign' (a folder reglab did not make). A symlink is
     judged by what it points to."""
     path = Path(path)
@@ -111,24 +353,29 @@ def sweep_temporaries(folder: Path) -> None:
 class Run:
     path: Path
     config: dict
-    summary: dict
+    summary: Summary
     metrics: list[dict] = field(default_factory=list)
     problem: str = ""  # why this run cannot be used (damaged files), or ""
 
     @property
     def status(self) -> str:
-        return "damaged" if self.problem else str(self.summary.get("status", "unknown"))
+        return "damaged" if self.problem else self.summary.status
 
     @property
     def variant(self) -> str:
-        return self.summary.get("variant") or self.config.get("model") or self.path.parent.name
+        return self.summary.variant or self.config.get("model") or self.path.parent.name
 
     @property
     def seed(self) -> int:
-        seed = self.summary.get("seed", self.config.get("seed"))
-        if seed is None:
+        seed = self.summary.seed if self.summary.seed is not None else self.config.get("seed")
+        if not isinstance(seed, int):
             seed = int(self.path.name.removeprefix("seed-")) if self.path.name.removeprefix("seed-").isdigit() else -1
         return int(seed)
+
+    @property
+    def epochs_max(self) -> int | None:
+        cap = self.summary.epochs_max if self.summary.epochs_max is not None else self.config.get("epochs")
+        return cap if isinstance(cap, int) else None
 
     def column(self, name: str) -> np.ndarray:
         return np.array([np.nan if row.get(name) is None else row[name] for row in self.metrics], dtype=float)
@@ -188,22 +435,25 @@ def read_metrics(path: Path) -> list[dict]:
     return out
 
 
-def read_summary(path: Path) -> dict:
+def read_summary(path: Path) -> Summary:
+    """RUN_DIR/summary.json as a Summary; UserError (one line: the file, what is wrong) when absent or damaged."""
+    file = Path(path) / "summary.json"
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path} is not a run folder (no summary.json); train it first") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path / 'summary.json'} is damaged ({type(e).__name__}: {e})") from None
-    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
-        raise UserError(f"{path / 'summary.json'} is damaged (no valid status)")
-    return summary
+        raise UserError(f"{file} is damaged ({type(e).__name__}: {e})") from None
+    try:
+        return Summary.from_json(data)
+    except Damaged as e:
+        raise UserError(f"{file} is damaged ({e}); delete the run folder to train it again") from None
 
 
 def status(path: Path) -> str | None:
     """The run's status from summary.json; None when there is none or it is unreadable."""
     try:
-        return read_summary(Path(path))["status"]
+        return read_summary(Path(path)).status
     except UserError:
         return None
 
@@ -225,13 +475,8 @@ def load_run(path: str | Path, check_predictions: bool = True) -> Run:
     if not isinstance(config, dict):
         raise UserError(f"{path / 'config.yaml'} is damaged (not a mapping)")
     run = Run(path=path, config=config, summary=summary, metrics=read_metrics(path / "metrics.csv"))
-    if summary["status"] == "finished":
-        for key in ("restored_val_accuracy", "epochs_run"):
-            v = summary.get(key)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise UserError(f"{path / 'summary.json'} is damaged ({key} missing or not a number)")
-        if check_predictions:
-            run.predictions()
+    if summary.finished and check_predictions:
+        run.predictions()
     return run
 
 
@@ -253,11 +498,11 @@ def scan_study(study_dir: str | Path) -> list[Run]:
                 cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
             except (OSError, ValueError, yaml.YAMLError):
                 pass
-            summary = {"variant": folder.parent.name}
+            cfg = cfg if isinstance(cfg, dict) else {}
             if not (folder / "summary.json").exists():  # killed before its first summary: not damaged
-                runs.append(Run(folder, cfg if isinstance(cfg, dict) else {}, {**summary, "status": "running"}))
+                runs.append(Run(folder, cfg, Summary("running", variant=folder.parent.name)))
                 continue
-            runs.append(Run(folder, cfg if isinstance(cfg, dict) else {}, summary, problem=str(e)))
+            runs.append(Run(folder, cfg, Summary("failed", variant=folder.parent.name), problem=str(e)))
     return sorted(runs, key=lambda r: (r.variant, r.seed))
 
 

@@ -29,6 +29,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 NAN = float("nan")
+DEFAULT_MARGIN = 0.01  # equivalence margin of the verdicts: 1 percentage point
 _NOISE_ULPS = 16  # a sample whose spread is below this many ulps of its magnitude is treated as constant
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, atomic, lock, rundir, signals
+from . import __version__, atomic, lock, rundir, signals, stats
 from .config import NON_RESULT_FIELDS, Config
 from .errors import UserError
 from .progress import echo, progress
@@ -32,7 +32,6 @@ from .provenance import command_line
 from .text import say
 
 FIRST_SEED = 42
-DEFAULT_MARGIN = 0.01  # equivalence margin of the verdicts: 1 percentage point
 DEFAULT_ABLATION = ("full", "no-augment", "no-batchnorm", "no-dropout", "none", "basic")
 COMPARE_VARIANTS = {"basic": {"model": "basic"}, "regularized": {"model": "regularized"}}
 
@@ -140,7 +139,7 @@ def job_state(job: Job) -> str:
     with contextlib.suppress(OSError, yaml.YAMLError):
         saved = yaml.safe_load((job.run_dir / "config.yaml").read_text()) or {}
     wanted = job.cfg.to_dict()
-    differ = sorted(k for k in wanted if k not in NON_RESULT_FIELDS and k in saved and saved.get(k) != wanted[k])
+    differ = job.cfg.differences(saved if isinstance(saved, dict) else {})
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in differ[:3])
         raise UserError(
@@ -160,7 +159,7 @@ def job_state(job: Job) -> str:
 def _trained_on(job: Job) -> dict | None:
     """The data identity a finished or failed run recorded (None for older runs that did not record one)."""
     try:
-        return (rundir.read_summary(job.run_dir).get("dataset") or {}).get("identity")
+        return rundir.read_summary(job.run_dir).dataset.identity
     except UserError:
         return None
 
@@ -191,15 +190,15 @@ def _worker(cfg_dicts: list[dict], run_dirs: list[str], variants: list[str], res
     return summaries
 
 
-def _describe(job: Job, s: dict) -> str:
-    return (f"{job.variant} seed {job.cfg.seed}: restored val_accuracy {s['restored_val_accuracy']:.4f}, "
-            f"{s['epochs_run']} epochs, {s['wall_seconds']:.1f}s")
+def _describe(job: Job, s: rundir.Summary) -> str:
+    return (f"{job.variant} seed {job.cfg.seed}: restored val_accuracy {s.restored_val_accuracy:.4f}, "
+            f"{s.epochs_run} epochs, {s.wall_seconds:.1f}s")
 
 
-def _report(unit: list[Job], summaries: list[dict], quiet: bool) -> None:
+def _report(unit: list[Job], summaries: list[rundir.Summary], quiet: bool) -> None:
     for job, s in zip(unit, summaries):
-        if s.get("status") != "finished":
-            say(f"reglab: run {job.run_dir} failed: {s.get('failure')}")
+        if not s.finished:
+            say(f"reglab: run {job.run_dir} failed: {s.failure}")
         else:
             echo(_describe(job, s), quiet)
 
@@ -232,10 +231,10 @@ def units_of(todo: list[Job], pack: int) -> list[list[Job]]:
 def recorded_cohort(run_dir: Path) -> tuple | None:
     """The seeds of the cohort a run was trained in, as its summary.json records them (None: not recorded)."""
     try:
-        seeds = (rundir.read_summary(run_dir).get("cohort") or {}).get("seeds")
+        seeds = rundir.read_summary(run_dir).cohort
     except UserError:
         return None
-    return tuple(seeds) if isinstance(seeds, list) and seeds else None
+    return tuple(seeds) or None
 
 
 def _run_local(units: list[list[Job]], states: dict, data, quiet: bool, verbose: bool, bar, task) -> list[str]:
@@ -385,7 +384,7 @@ def write_study(out: Path, kind: str, jobs: list[Job], seconds: float, margin: f
         "variants": list(dict.fromkeys(j.variant for j in jobs)), "seeds": sorted({j.cfg.seed for j in jobs}),
         # summed over the invocations that built this study
         "wall_seconds": (wall if isinstance(wall, (int, float)) else 0.0) + seconds,
-        "margin": margin if margin is not None else previous.get("margin", DEFAULT_MARGIN),
+        "margin": margin if margin is not None else previous.get("margin", stats.DEFAULT_MARGIN),
     })
 
 
@@ -394,9 +393,8 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
               gpus_per_run: float | None = None, quiet: bool = False, verbose: bool = False,
               pack: int | str = "auto", margin: float | None = None) -> Path:
     """Check everything, run what is missing, render the report. Returns the study folder."""
-    from .data import decode, find_data
-    from .data.identity import describe_change
-    from .device import check_fits, pick_device
+    from .device import pick_device
+    from .prepare import check_trained_on, find, prepare_data
     from .run import Interrupted
 
     out = Path(out)
@@ -406,14 +404,11 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
     first = todo_jobs[0].cfg
     if executor == "local":
         pick_device(first.device)  # a missing GPU is one line now, not one per worker later
-    files = find_data(first.data, show_progress=not quiet)
-    identity = files.identity()
-    for job in todo_jobs:
-        if states[id(job)] in ("finished", "failed"):
-            change = describe_change(_trained_on(job) or {}, identity)
-            if change:
-                raise UserError(f"run {job.run_dir} was trained on other data than {first.data} holds now: {change}; "
-                                "use another --out for this data")
+    files = find(first, quiet)
+    # the runs kept as they are (finished, failed) must have been trained on this data; a resumed run checks its own
+    check_trained_on(files.identity(), {j.run_dir: _trained_on(j) for j in todo_jobs
+                                        if states[id(j)] in ("finished", "failed")}, first.data,
+                     "use another --out for this data")
     todo = [j for j in todo_jobs if states[id(j)] in ("new", "resume")]
     failed = [j for j in todo_jobs if states[id(j)] == "failed"]
     reused = sum(states[id(j)] == "finished" for j in todo_jobs)
@@ -421,10 +416,7 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
     device = pick_device(first.device) if executor == "local" else pick_device("cpu")
     size = pack_size(pack, first, device, files, len(seeds))
     if todo:
-        check_fits(first, device, files.num_files, len(files.classes), members=size)
-        data = decode(files, first.image_size, first.on_bad_image, show_progress=not quiet)
-        for path, why in data.describe()["skipped"]:
-            say(f"skipped {path}: {why}")
+        data = prepare_data(first, device, files, members=size, quiet=quiet)
     # Everything is checked: take the study folder and run.
     with lock.hold(out, "study folder"):
         rundir.sweep_temporaries(out)
@@ -452,6 +444,8 @@ def run_study(kind: str, settings: dict, variants: dict[str, dict], seeds: list[
             raise
         finally:
             write_study(out, kind, todo_jobs, time.time() - t0, margin)
+        from .reports.render import render_report
+
         render_report(out, kind, quiet=quiet, locked=True, margin=margin)
     if lost:
         raise UserError(f"{len(lost)} run(s) died ({lost[0]}{'; ...' if len(lost) > 1 else ''}); the report covers "
@@ -485,8 +479,8 @@ def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str 
     """`reglab train --seeds`: the seeds of one config into OUT/<model>/seed-<seed>/, packed into cohorts. The
     plan (config, seeds, cohort size) goes into OUT/study.json first, so `train --resume OUT` finishes every
     planned seed, also those an interruption kept from starting."""
-    from .data import decode, find_data
-    from .device import check_fits, pick_device
+    from .device import pick_device
+    from .prepare import find, prepare_data
 
     out = Path(out)
     check_out(out)
@@ -496,10 +490,9 @@ def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str 
             raise UserError(f"{job.run_dir} already holds a run; use --resume {out} to continue these seeds, "
                             "--overwrite to replace them, or another --out")
     device = pick_device(cfg.device)
-    files = find_data(cfg.data, show_progress=not quiet)
+    files = find(cfg, quiet)
     size = pack_size(pack, cfg, device, files, len(seeds))
-    check_fits(cfg, device, files.num_files, len(files.classes), members=size)
-    data = decode(files, cfg.image_size, cfg.on_bad_image, show_progress=not quiet)
+    data = prepare_data(cfg, device, files, members=size, quiet=quiet)
     with lock.hold(out, "study folder"):
         write_seeds_plan(out, cfg, seeds, size)
         return _train_units(out, [[(j, False) for j in unit] for unit in units_of(jobs, size)], data, overwrite,
@@ -609,42 +602,3 @@ def ablate(settings: dict, seeds: list[int], variants: list[str] | str | None = 
            out: str | Path = "runs/ablate", **kw) -> Path:
     """Every regularizer ablated (or added) over `seeds`, and its report."""
     return run_study("ablate", settings, parse_variants(variants), seeds, out, **kw)
-
-
-def render_report(out: str | Path, kind: str | None = None, quiet: bool = False, locked: bool = False,
-                  margin: float | None = None) -> tuple:
-    """Re-render a study's (or a single run's) report from its run folders alone. Returns (md, html)."""
-    out = Path(out)
-    what = rundir.classify(out)
-    if what == "run":
-        from .report.single import render_single
-
-        with (contextlib.nullcontext() if locked else lock.hold(out, "run folder")):
-            md, html = render_single(out, quiet=quiet)
-        echo(f"report: {md} and {html}", quiet)
-        return md, html
-    if what != "study":
-        raise UserError(f"{out} is not a study or run folder; give the --out folder of a compare, ablate or train")
-    meta = {}
-    with contextlib.suppress(OSError, ValueError):
-        meta = json.loads((out / "study.json").read_text())
-    meta = meta if isinstance(meta, dict) else {}
-    kind = kind or meta.get("kind")
-    if margin is None:
-        margin = meta.get("margin") if isinstance(meta.get("margin"), (int, float)) else DEFAULT_MARGIN
-    runs = rundir.find_runs(out)
-    if not runs:
-        raise UserError(f"no finished runs under {out}; run reglab compare or ablate with --out {out} first")
-    if kind is None:
-        kind = "compare" if {r.variant for r in runs} <= set(COMPARE_VARIANTS) else "ablate"
-    with (contextlib.nullcontext() if locked else lock.hold(out, "study folder")), \
-            signals.phase(f"writing the report in {out}", "report"):
-        if kind in ("compare", "train"):  # train --seeds: one variant, reported as a compare of one
-            from .report.compare import render_compare as render, terminal_table
-        else:
-            from .report.ablation import render_ablation as render, terminal_table
-        md, html = render(out, margin=margin, quiet=quiet)
-        if not quiet:
-            terminal_table(out, margin=margin)
-    echo(f"report: {md} and {html}", quiet)
-    return md, html

@@ -33,13 +33,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from . import atomic, rundir, signals
 from .callbacks import EarlyStopping, ReduceLROnPlateau, step_schedule
 from .checkpoint import check_compatible, load_weights, save_checkpoint, save_weights
-from .config import NON_RESULT_FIELDS, Config
+from .config import Config
 from .data import Data
 from .data.augment import augment, mix_batch, random_erasing, soft_targets
 from .data.loader import DeviceLoader, batch_bounds, to_device_tensor, to_float
 from .device import autocast, pick_precision
 from .errors import UserError
-from .models import build_model, count_params
+from .models import build_model, count_params, layer_table
 from .optim import PackedOptimizer
 from .packed import load_member, member_view, pack, stacked_names, unpack
 from .progress import progress
@@ -178,8 +178,7 @@ class Trainer:
                  verbose: bool = False, variants: list[str] | None = None):
         base = cfgs[0]
         for cfg in cfgs[1:]:
-            differ = [k for k, v in cfg.to_dict().items() if v != getattr(base, k)
-                      and k not in NON_RESULT_FIELDS | {"seed", "epochs"}]
+            differ = cfg.differences(base, ignore={"seed", "epochs"})
             if differ:
                 raise ValueError(f"cohort members must differ only in seed; they differ in {differ}")
         self.cfg, self.data, self.device = base, data, device
@@ -193,6 +192,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)  # each member's initial weights come from its own seed
             singles.append(build_model(cfg, self.num_classes))
         self.param_counts = count_params(singles[0])
+        self.layers = layer_table(singles[0], base.image_size)  # recorded, so reports never rebuild the model
         # dropout draws from the global generator; a single run continues its seed's stream, as it always did
         self.model = pack(singles).to(device)
         if base.channels_last:
@@ -544,7 +544,7 @@ class Trainer:
         """The augmentation the run trains with, drawn once on a few training images, for TensorBoard."""
         if m.log.tb is None or m.cfg.augment == "none":
             return
-        from .report.plots import augmentation_grid
+        from .reports.plots import augmentation_grid
 
         pick = m.train_idx[: min(4, len(m.train_idx))]
         m.log.images(f"augmentation ({m.cfg.augment})", augmentation_grid(self.data.train.images[pick],
@@ -558,7 +558,7 @@ class Trainer:
             for k, m in enumerate(self.members):
                 summaries.append(self._finish_member(k))
         for m, s in zip(self.members, summaries):
-            if s["status"] == "finished" and not m.cfg.keep_last:
+            if s.finished and not m.cfg.keep_last:
                 (m.out / "last.ckpt").unlink(missing_ok=True)  # the optimizer state is only needed to continue
         return summaries
 
@@ -591,7 +591,7 @@ class Trainer:
             results.update(restored_select_loss=s_loss, restored_select_accuracy=s_correct / len(m.select_idx))
         self.write_predictions(m, probs)
         if m.rows:
-            from .report.plots import plot_curves
+            from .reports.plots import plot_curves
 
             plot_curves(m.rows, m.out / "curves.png", title=f"{m.variant} (seed {cfg.seed})")
         return self.write_summary(m, "failed" if m.failure else "finished", m.failure, results)
@@ -605,43 +605,31 @@ class Trainer:
             raise Interrupted(signals.requested, max(m.epoch for m in self.members), self._resume_target())
         return out
 
-    def write_summary(self, m: Member, status: str, failure: str | None = None, results: dict | None = None) -> dict:
+    def write_summary(self, m: Member, status: str, failure: str | None = None,
+                      results: dict | None = None) -> rundir.Summary:
         cfg = m.cfg
         last = m.rows[-1] if m.rows else {}
         trainable, non_trainable = self.param_counts  # (building a model here would draw from the RNG)
-        summary = {
-            "status": status,
-            "failure": failure,
-            "model": cfg.model,
-            "variant": m.variant,
-            "seed": cfg.seed,
-            "recipe": cfg.recipe,
-            "chosen_on": "selection split" if m.chooser == "select" else "val",
-            "dataset": {**self.data.describe(), "selection_size": int(len(m.select_idx)),
-                        "train_used": int(len(m.train_idx))},
-            "device": self.device.type,
-            "device_name": environment_cache(self.device, self.precision)["device_name"],
-            "precision": self.precision,
-            "cohort": {"size": self.size, "seeds": [x.cfg.seed for x in self.members]},
-            "epochs_max": cfg.epochs,
-            "epochs_run": m.epoch,
-            "best_epoch": m.early.best_epoch,
-            "stopped_early": m.early.stopped,
-            "extensions": m.extensions,
+        env = environment_cache(self.device, self.precision)
+        summary = rundir.Summary(
+            status=status, failure=failure, model=cfg.model, variant=m.variant, seed=cfg.seed, recipe=cfg.recipe,
+            chosen_on="selection split" if m.chooser == "select" else "val",
+            dataset=rundir.DatasetInfo(**self.data.describe(), selection_size=int(len(m.select_idx)),
+                                       train_used=int(len(m.train_idx))),
+            device=self.device.type, device_name=env["device_name"], precision=self.precision,
+            cohort=[x.cfg.seed for x in self.members], epochs_max=cfg.epochs, epochs_run=m.epoch,
+            best_epoch=m.early.best_epoch, stopped_early=m.early.stopped, extensions=m.extensions,
             **{k: last.get(k) for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "select_loss",
                                         "select_accuracy")},
             **(results or {}),
-            "params_trainable": trainable,
-            "params_non_trainable": non_trainable,
+            params_trainable=trainable, params_non_trainable=non_trainable, layers=self.layers,
             # a cohort's members share the machine: each one's wall time is the cohort's
-            "wall_seconds": m.wall_before + (time.time() - self.t0),
-            "train_seconds": m.train_seconds,
-            "train_images_per_second": m.images_seen / m.train_seconds if m.train_seconds else None,
-            "regularizers": cfg.regularizers(),
-            "provenance": {"started": m.started, "ended": utc_now() if status != "running" else None,
-                           "command": command_line(), **environment_cache(self.device, self.precision)},
-        }
-        atomic.write_json(m.out / "summary.json", summary)
+            wall_seconds=m.wall_before + (time.time() - self.t0), train_seconds=m.train_seconds,
+            train_images_per_second=m.images_seen / m.train_seconds if m.train_seconds else None,
+            regularizers=cfg.regularizers(),
+            provenance=rundir.Provenance(started=m.started, ended=utc_now() if status != "running" else None,
+                                         command=command_line(), **env))
+        atomic.write_json(m.out / "summary.json", summary.to_json())
         return summary
 
     def write_predictions(self, m: Member, probs: np.ndarray):

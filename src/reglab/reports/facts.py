@@ -19,7 +19,7 @@ from .. import stats
 from ..data.folder import scan
 from ..data.identity import describe_change, identity
 from ..errors import UserError
-from ..rundir import Run, scan_study
+from ..rundir import Run, Summary, scan_study
 from .common import CONFIDENCE, NAN, PCT, RATE, _num, fmt_int, p_text, warn
 from ..text import visible
 from .document import code, esc, plain
@@ -61,7 +61,7 @@ class RunFacts:
         return self.run.seed
 
     @property
-    def summary(self) -> dict:
+    def summary(self) -> Summary:
         return self.run.summary
 
     @property
@@ -76,7 +76,7 @@ class RunFacts:
     def value(self, key: str) -> float:
         if key in ("acc", "gap", "clean", "epochs_run", "best_epoch"):
             return float(getattr(self, key))
-        return _num(self.summary.get(key))
+        return _num(getattr(self.summary, key, None))
 
     def epochs_text(self) -> str:
         if self.stopped_early:
@@ -92,25 +92,25 @@ class RunFacts:
 
 def run_facts(run: Run) -> RunFacts:
     s = run.summary
-    ds = s.get("dataset") or {}
+    ds = s.dataset
     try:
         pred = run.predictions()
     except UserError:
         pred = None
-    acc = _num(s.get("restored_val_accuracy"))
-    n = ds.get("val_size")
-    if not isinstance(n, int) or n < 1:
+    acc = _num(s.restored_val_accuracy)
+    n = ds.val_size
+    if not n:
         n = int(len(pred["labels"])) if pred is not None else 0
-    correct = s.get("restored_val_correct")
-    if not isinstance(correct, int):
+    correct = s.restored_val_correct
+    if correct is None:
         correct = int(round(acc * n)) if n and math.isfinite(acc) else 0
-    classes = len(ds.get("classes") or []) or (int(pred["probs"].shape[1]) if pred is not None else 0)
-    clean = _num(s.get("clean_train_accuracy"))
-    clean_n = s.get("clean_train_images") if isinstance(s.get("clean_train_images"), int) else 0
+    classes = len(ds.classes) or (int(pred["probs"].shape[1]) if pred is not None else 0)
+    clean = _num(s.clean_train_accuracy)
+    clean_n = s.clean_train_images
     if math.isfinite(clean):
         gap, measured = clean - acc, True
     else:  # an older run: the only gap it has is final running train accuracy minus final val accuracy
-        gap, measured = _num(s.get("train_accuracy")) - _num(s.get("val_accuracy")), False
+        gap, measured = _num(s.train_accuracy) - _num(s.val_accuracy), False
     correctness = None
     reasons = []
     # nothing to test against without the image count or the classes (a very old run folder): not flagged
@@ -131,21 +131,17 @@ def run_facts(run: Run) -> RunFacts:
                 names = class_names(run, pred["probs"].shape[1])
                 reasons.append(f"predicts one class ({esc(names[top])}) for {RATE(share)} of the images "
                                f"(it is {RATE(true_share)} of them)")
-    epochs_max = s.get("epochs_max", run.config.get("epochs"))
     return RunFacts(
         run=run, acc=acc, n=n, correct=correct, classes=classes, clean=clean, clean_n=clean_n, gap=gap,
         gap_measured=measured, correctness=correctness, predictions=pred, chance_p=chance["p"],
         at_chance=bool(reasons), chance_reason="; ".join(reasons),
-        epochs_run=int(_num(s.get("epochs_run")) if math.isfinite(_num(s.get("epochs_run"))) else 0),
-        epochs_max=int(epochs_max) if isinstance(epochs_max, (int, float)) else None,
-        stopped_early=bool(s.get("stopped_early")), best_epoch=_num(s.get("best_epoch")),
-        chosen_on=str(s.get("chosen_on") or "val"))
+        epochs_run=s.epochs_run or 0, epochs_max=run.epochs_max, stopped_early=s.stopped_early,
+        best_epoch=_num(s.best_epoch), chosen_on=s.chosen_on)
 
 
 def class_names(run: Run, num_classes: int) -> list[str]:
-    ds = run.summary.get("dataset") or {}
-    for key in ("class_names", "classes"):
-        names = ds.get(key) or []
+    ds = run.summary.dataset
+    for names in (ds.class_names, ds.classes):
         if len(names) == num_classes:
             return [str(n) for n in names]
     return [str(i) for i in range(num_classes)]
@@ -168,9 +164,9 @@ def problem_detail(run: Run) -> str:
     if run.status == "damaged":
         return esc(run.problem)
     if run.status == "failed":
-        return esc(s.get("failure") or "no reason recorded")
+        return esc(s.failure or "no reason recorded")
     if run.status == "interrupted":
-        done = s.get("epochs_run")
+        done = s.epochs_run
         return (f"stopped{f' after epoch {done}' if isinstance(done, int) else ''}; rerun the study's command "
                 "to finish it")
     if run.status == "running":
@@ -313,7 +309,7 @@ def _check(study: Study, warn_stderr: bool) -> None:
             lines.append(f"run {f.run.path} is at chance: {plain(f.chance_reason)}")
     prints = {}
     for f in study.runs:
-        fp = ((f.summary.get("dataset") or {}).get("identity") or {}).get("fingerprint")
+        fp = f.summary.dataset.fingerprint
         prints.setdefault(fp, []).append(f)
     known = {fp: fs for fp, fs in prints.items() if fp is not None}
     if len(known) > 1:
@@ -345,16 +341,14 @@ def _check(study: Study, warn_stderr: bool) -> None:
             warn(line)
 
 
-def data_changes(summaries: list[dict]) -> list[tuple[str, str]]:
+def data_changes(summaries: list[Summary]) -> list[tuple[str, str]]:
     """(data path, what changed) for every dataset these runs recorded that is still on this machine but is no
     longer the same files (a report is re-rendered from run folders alone, so a copied study whose data is
     elsewhere is simply not checked)."""
     recorded = {}
     for s in summaries:
-        ds = s.get("dataset") or {}
-        ident, path = ds.get("identity"), ds.get("path")
-        if isinstance(ident, dict) and ident.get("fingerprint") and isinstance(path, str):
-            recorded.setdefault((path, ident["fingerprint"]), ident)
+        if s.dataset.fingerprint and s.dataset.path:
+            recorded.setdefault((s.dataset.path, s.dataset.fingerprint), s.dataset.identity)
     out = []
     for (path, _), then in recorded.items():
         root = Path(path)
@@ -378,7 +372,7 @@ def design_text(runs: list[RunFacts], design: str) -> str:
                 "val/ (selected on the same images that judge it: optimistic), others on a selection split (a test "
                 "accuracy). Read each run's numbers with its own design; comparisons across designs are not fair.")
     if design == "selection split":
-        sizes = sorted({(f.summary.get("dataset") or {}).get("selection_size") for f in runs} - {None})
+        sizes = sorted({f.summary.dataset.selection_size for f in runs} - {None})
         n = " or ".join(fmt_int(s) for s in sizes) or "the held-out"
         return (f"**How the headline accuracy was obtained:** test accuracy: val/ evaluated once, selection on {n} "
                 "held-out training images (`--selection-split`): early stopping, the learning-rate schedule and the "

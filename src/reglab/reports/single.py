@@ -38,31 +38,31 @@ def _summary_rows(f: RunFacts) -> list[list[str]]:
         ["Restored-best accuracy on val/ (headline)",
          f"{PCT(f.acc)} ({f.correct:,} of {f.n:,} images; Wilson 95% [{PCT(lo)}, {PCT(hi)}])"
          + (" **at chance**" if f.at_chance else "")],
-        ["Restored-best loss on val/", LOSS(common._num(s.get("restored_val_loss")))],
+        ["Restored-best loss on val/", LOSS(common._num(s.restored_val_loss))],
         ["Clean training accuracy (restored-best weights, eval mode, un-augmented)",
          f"{PCT(f.clean)} ({fmt_int(f.clean_n)} training images)" if f.gap_measured else "not measured (an older run)"],
         ["Generalization gap (clean training − headline accuracy)",
          PP(f.gap) + ("" if f.gap_measured else " (older run: final running train − final val accuracy)")],
         ["Final-epoch training accuracy (Keras-style running value, augmentation and dropout on)",
-         PCT(common._num(s.get("train_accuracy")))],
-        ["Final-epoch training loss (running)", LOSS(common._num(s.get("train_loss")))],
+         PCT(common._num(s.train_accuracy))],
+        ["Final-epoch training loss (running)", LOSS(common._num(s.train_loss))],
     ]
     if f.chosen_on == "selection split":
-        rows += [["Final-epoch selection-split accuracy", PCT(common._num(s.get("select_accuracy")))],
-                 ["Final-epoch selection-split loss", LOSS(common._num(s.get("select_loss")))]]
+        rows += [["Final-epoch selection-split accuracy", PCT(common._num(s.select_accuracy))],
+                 ["Final-epoch selection-split loss", LOSS(common._num(s.select_loss))]]
     else:
-        rows += [["Final-epoch val/ accuracy", PCT(common._num(s.get("val_accuracy")))],
-                 ["Final-epoch val/ loss", LOSS(common._num(s.get("val_loss")))]]
+        rows += [["Final-epoch val/ accuracy", PCT(common._num(s.val_accuracy))],
+                 ["Final-epoch val/ loss", LOSS(common._num(s.val_loss))]]
     rows += [
         ["Epochs", f"{f.epochs_text()}" + (f" (cap {f.epochs_max})" if f.epochs_max and not f.censored else "")],
         [f"Best epoch (chosen on {chooser})", COUNT(f.best_epoch)],
-        ["Wall time (this machine)", SECONDS(common._num(s.get("wall_seconds")))],
-        ["Training throughput", f"{common._num(s.get('train_images_per_second')):.1f} images/s"
-         if math.isfinite(common._num(s.get("train_images_per_second"))) else "n/a"],
-        ["Precision", esc(s.get("precision") or "not recorded")],
-        ["Parameters", f"{fmt_int(s.get('params_trainable'))} trainable, "
-                       f"{fmt_int(s.get('params_non_trainable'))} non-trainable"],
-        ["Regularizers", ", ".join(esc(r) for r in s.get("regularizers") or []) or "none"],
+        ["Wall time (this machine)", SECONDS(common._num(s.wall_seconds))],
+        ["Training throughput", f"{common._num(s.train_images_per_second):.1f} images/s"
+         if math.isfinite(common._num(s.train_images_per_second)) else "n/a"],
+        ["Precision", esc(s.precision or "not recorded")],
+        ["Parameters", f"{fmt_int(s.params_trainable)} trainable, "
+                       f"{fmt_int(s.params_non_trainable)} non-trainable"],
+        ["Regularizers", ", ".join(esc(r) for r in s.regularizers or []) or "none"],
     ]
     return rows
 
@@ -72,7 +72,7 @@ def render_single(run_dir, quiet: bool = False) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     run = load_run(run_dir, check_predictions=False)
     every = run_facts(run)  # for the architecture and the provenance, whatever the status
-    evaluated = isinstance(run.summary.get("restored_val_accuracy"), (int, float))
+    evaluated = run.summary.restored_val_accuracy is not None
     facts = every if evaluated else None
     c = color(0)
     doc = Document(f"reglab run: {esc(run.variant)}, seed {run.seed}")

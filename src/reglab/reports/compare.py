@@ -31,14 +31,14 @@ def _architecture(v: Variant) -> str:
 
 def _params(v: Variant) -> str:
     s = v.runs[0].summary
-    t, nt = s.get("params_trainable"), s.get("params_non_trainable")
+    t, nt = s.params_trainable, s.params_non_trainable
     if t is None:
         return "n/a"
     return f"{fmt_int(t + (nt or 0))} total, {fmt_int(t)} trainable"
 
 
 def _regularizers(v: Variant) -> str:
-    regs = v.runs[0].summary.get("regularizers")
+    regs = v.runs[0].summary.regularizers
     if regs is None:
         try:
             regs = config_of(v.runs[0].run).regularizers()
@@ -87,7 +87,7 @@ def reference_variant(study: Study) -> str:
     order = list(study.variants)
 
     def n_regs(v: str) -> int:
-        regs = study.variants[v].runs[0].summary.get("regularizers")
+        regs = study.variants[v].runs[0].summary.regularizers
         if regs is None:
             try:
                 regs = config_of(study.variants[v].runs[0].run).regularizers()

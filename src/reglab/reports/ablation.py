@@ -23,7 +23,7 @@ def _by_mean(study: Study) -> list[str]:
 
 
 def _regularizers(study: Study, name: str) -> str:
-    regs = study.variants[name].runs[0].summary.get("regularizers")
+    regs = study.variants[name].runs[0].summary.regularizers
     if regs is None:
         try:
             regs = facts.config_of(study.variants[name].runs[0].run).regularizers()
