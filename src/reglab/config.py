@@ -17,17 +17,24 @@ import reprlib
 from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
 from .errors import UserError
 
-AUGMENTS = ("none", "seed", "flip", "rrc")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
-BAD_IMAGE_POLICIES = ("error", "skip")
+# The fields with a fixed set of values: each set is written once, as a type (a typo is a type error), and the
+# tuple of its values (what validate() and the CLI's choices accept) is read from it.
+Augment = Literal["none", "seed", "flip", "rrc"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["plateau", "onecycle", "cosine", "constant"]
+Precision = Literal["auto", "fp32", "bf16"]
+BadImagePolicy = Literal["error", "skip"]
+AUGMENTS: tuple[str, ...] = get_args(Augment)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+BAD_IMAGE_POLICIES: tuple[str, ...] = get_args(BadImagePolicy)
 # What torch.device accepts for the machines reglab runs on, plus auto (cuda, then mps, then cpu).
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?")
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch accepts it too
@@ -47,15 +54,15 @@ class Config:
     image_size: int = 160
     seed: int = 42
     device: str = "auto"
-    on_bad_image: str = "error"
+    on_bad_image: BadImagePolicy = "error"
     # the notebook's optimisation recipe
     epochs: int = 50
     batch_size: int = 16
-    optimizer: str = "adam"
+    optimizer: Optimizer = "adam"
     lr: float = 1e-3
     adam_eps: float = 1e-7  # Keras's Adam default, not PyTorch's 1e-8
     momentum: float = 0.9  # sgd only
-    schedule: str = "plateau"
+    schedule: Schedule = "plateau"
     warmup_epochs: float = 0.0  # onecycle / cosine only
     early_stopping_patience: int = 7  # 0 disables early stopping
     restore_best: bool = True
@@ -80,7 +87,7 @@ class Config:
     # regularizers: the notebook's three ...
     dropout: float = 0.25  # after each conv block's pooling
     dense_dropout: float = 0.5
-    augment: str = "seed"
+    augment: Augment = "seed"
     # ... and beyond the notebook (all off by default)
     spatial_dropout: bool = False  # conv-block dropout drops whole channels (Dropout2d)
     drop_path: float = 0.0  # stochastic depth: drop each block's second conv pair as a residual
@@ -91,7 +98,8 @@ class Config:
     reprob: float = 0.0
     model_ema: float = 0.0
     # speed (never changes what is computed beyond float rounding)
-    precision: str = "auto"  # bf16 where the hardware runs it natively (CUDA, CPUs with AMX/AVX-512 bf16), else fp32
+    # bf16 where the hardware runs it natively (CUDA, CPUs with AMX/AVX-512 bf16), else fp32
+    precision: Precision = "auto"
     channels_last: bool = True
     compile: bool = False
     eval_batch_size: int = 500
