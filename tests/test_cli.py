@@ -94,6 +94,21 @@ def test_list_variants_says_what_each_changes():
     assert "without dropout" in lines["no-dropout"] and "label smoothing" in lines["smoothing[=VALUE]"]
 
 
+def test_the_cli_only_parses_and_calls_the_api():
+    """One front door: the CLI imports the API and parsing helpers, never the modules that do the work."""
+    import ast
+
+    import reglab.cli
+
+    tree = ast.parse(Path(reglab.cli.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+                 and node.module is None for alias in node.names}
+    assert imported <= {"api", "config", "errors", "executors", "text", "variants", "provenance", "signals",
+                        "__version__"}, imported
+
+
 # ---------------------------------------------------------------------------- 2. quiet means quiet
 
 

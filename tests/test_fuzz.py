@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the two parsers of user input: the YAML config loader and the ImageFolder scanner.
+"""Property-based fuzzing of the parsers of user input: the YAML config loader, the ImageFolder scanner and the
+ablation's --variants.
 
 Whatever the input, each returns a well-formed result or raises UserError (one line), never another exception;
 and where an independent model of the rules can say what the answer must be, the result matches it.
@@ -17,9 +18,10 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from reglab.config import FIELD_NAMES, Config, load_config_file, resolve
+from reglab.config import FIELD_NAMES, MODEL_PRESETS, Config, load_config_file, resolve
 from reglab.data.folder import image_extensions, scan
 from reglab.errors import UserError
+from reglab.variants import parse_variants, variant_names
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -358,3 +360,28 @@ def test_scan_odd_roots(name):
             one_line(e)
         else:
             pytest.fail(f"scan({root}) of a folder without train/ and val/ returned")
+
+
+# ----------------------------------------------------------------------------------------- --variants
+VARIANT_BITS = st.sampled_from([*variant_names(), "=", ",", " ", "0.4", "0", "-1", "nan", "inf", "1e999", "1_0", "x",
+                                "/", "..", "\n", "\x00", "=="])
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=40), st.lists(VARIANT_BITS, max_size=12).map("".join)))
+def test_variants_parse_into_configs_or_one_line_error(spec):
+    """Whatever --variants holds: variants whose names are safe folder names and whose settings build a Config (or
+    refuse in one line, e.g. mixup=inf), or one UserError line."""
+    try:
+        variants = parse_variants(spec)
+    except UserError as e:
+        one_line(e)
+        return
+    assert variants
+    for name, overrides in variants.items():
+        assert name and "/" not in name and name not in (".", "..") and name.isprintable(), name
+        assert overrides["model"] in MODEL_PRESETS
+        try:
+            Config(**overrides)
+        except UserError as e:
+            one_line(e)

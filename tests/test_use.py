@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import reglab
-from reglab.cli import main
-from conftest import one_line_error
+from reglab.cli import CONFIG_FLAGS, build_parser, main
+from conftest import make_tree, one_line_error
+
+TINY = dict(image_size=16, epochs=1, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,139 @@ def test_the_readme_notebook_example_runs(mini, tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "README api example", "exec"), namespace)
     assert (tmp_path / "runs" / "api-basic" / "summary.json").exists()
+
+
+# Each command's API function(s); a flag named differently in the API: (command, flag dest) -> parameter.
+API_OF = {"train": (reglab.train, reglab.resume), "compare": (reglab.compare,), "ablate": (reglab.ablate,),
+          "report": (reglab.report,), "summary": (reglab.summary,), "predict": (reglab.predict,),
+          "export": (reglab.export,), "bench": (reglab.bench,)}
+RENAMED = {("train", "resume"): "folder", ("compare", "seed"): "first_seed", ("ablate", "seed"): "first_seed",
+           ("report", "dir"): "folder", ("summary", "name"): "model", ("bench", "json"): "json_path"}
+# Output flags with nothing to act on in the API: -v adds the checkpoint messages of training (these commands
+# train nothing, or bench, quietly); summary and export return their result, so there is no line to silence.
+NOTHING_TO_DO = {("report", "verbose"), ("summary", "verbose"), ("predict", "verbose"), ("export", "verbose"),
+                 ("bench", "verbose"), ("summary", "quiet"), ("export", "quiet")}
+
+
+def test_every_cli_option_is_an_api_option():
+    """The API is the one front door: each flag of each command is a parameter of its API function, or a config
+    setting (a Config field, which its function takes as a Config or as keywords)."""
+    import inspect
+
+    for command, sub in build_parser().get_default("subcommands").items():
+        params = {}
+        for fn in API_OF[command]:
+            params.update(inspect.signature(fn).parameters)
+        takes_settings = any(p.kind is p.VAR_KEYWORD or p.annotation == "Config" for p in params.values())
+        for action in sub._actions:
+            if action.dest == "help" or (command, action.dest) in NOTHING_TO_DO:
+                continue
+            name = RENAMED.get((command, action.dest), action.dest)
+            if name in params:
+                continue
+            if command == "ablate" and name == "list_variants":
+                assert callable(reglab.list_variants)
+            else:  # --config FILE.yaml is a file of settings
+                assert (name in CONFIG_FLAGS or name == "config") and takes_settings, (command, action.dest)
+
+
+def test_api_functions_keep_their_names_after_every_submodule_is_imported():
+    """reglab.predict, .export and .bench share their names with modules: importing those modules (as the CLI, the
+    API and the tests do) must not replace the functions, as reglab.report once was by the report package."""
+    import importlib
+
+    import reglab.api
+
+    for module in ("bench", "export", "predict", "reports.render", "study", "executors", "variants"):
+        importlib.import_module(f"reglab.{module}")
+    for name in reglab.__all__:
+        if name[0].islower() and name != "__version__":
+            assert getattr(reglab, name) is getattr(reglab.api, name), name
+
+
+def test_the_readme_lists_every_api_function():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### The Python API", 1)[1].split("\n## ", 1)[0]
+    functions = [name for name in reglab.__all__ if callable(getattr(reglab, name)) and name[0].islower()]
+    assert functions and all(f"`reglab.{name}(" in section for name in functions), functions
+
+
+def test_the_api_compare_packs_seeds_and_keeps_its_options(tmp_path):
+    data = make_tree(tmp_path / "data")
+    out = reglab.compare(data=str(data), seeds=[3, 5], pack=2, margin=2.5, out=tmp_path / "study", quiet=True,
+                         **TINY)
+    for variant in ("basic", "regularized"):
+        for seed in (3, 5):
+            s = json.loads((out / variant / f"seed-{seed}" / "summary.json").read_text())
+            assert s["status"] == "finished" and s["cohort"] == {"size": 2, "seeds": [3, 5]}
+    study = json.loads((out / "study.json").read_text())
+    assert study["margin"] == pytest.approx(0.025) and study["seeds"] == [3, 5]
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+
+
+def test_the_api_trains_seeds_resumes_them_and_reports_in_one_process(tmp_path):
+    data = make_tree(tmp_path / "data")
+    cfg = reglab.Config.preset("basic", data=str(data), keep_last=True, **TINY)
+    one = reglab.train(cfg, tmp_path / "one", quiet=True)
+    assert one.finished
+    md, html = reglab.report(tmp_path / "one", quiet=True)  # the function, not a package of the same name
+    assert Path(md).exists() and Path(html).exists()
+    runs = reglab.train(cfg, tmp_path / "seeds", seeds=2, pack=2, quiet=True)
+    assert list(runs) == [tmp_path / "seeds" / "basic" / f"seed-{s}" for s in (42, 43)]
+    assert all(s.finished and s.cohort == [42, 43] for s in runs.values())
+    extended = reglab.resume(tmp_path / "seeds", epochs=2, quiet=True)
+    assert list(extended) == list(runs) and [s.epochs_run for s in extended.values()] == [2, 2]
+    assert Path(reglab.report(tmp_path / "seeds", margin=2, quiet=True)[0]).exists()
+
+
+def test_the_api_refuses_what_would_change_or_replace_a_run(tmp_path):
+    data = make_tree(tmp_path / "data")
+    cfg = reglab.Config.preset("basic", data=str(data), **TINY)
+    out = tmp_path / "run"
+    reglab.train(cfg, out, quiet=True)
+    with pytest.raises(reglab.UserError, match="--overwrite"):
+        reglab.train(cfg, out, quiet=True)
+    with pytest.raises(reglab.UserError, match="would change it: lr"):
+        reglab.resume(out, lr=0.1, quiet=True)
+    before = (out / "summary.json").read_text()
+    assert reglab.train(cfg.replace(seed=7), out, overwrite=True, quiet=True).seed == 7
+    assert (out / "summary.json").read_text() != before
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda d, o: reglab.compare(data=d, out=o, pack=0), "invalid pack"),
+    (lambda d, o: reglab.compare(data=d, out=o, pack="two"), "invalid pack"),
+    (lambda d, o: reglab.compare(data=d, out=o, jobs=2, executor="ray"), "--jobs applies to the local executor"),
+    (lambda d, o: reglab.compare(data=d, out=o, executor="dask"), "unknown executor"),
+    (lambda d, o: reglab.compare(data=d, out=o, jobs=0), "invalid jobs"),
+    (lambda d, o: reglab.compare(data=d, out=o, gpus_per_run=0), "invalid gpus_per_run"),
+    (lambda d, o: reglab.compare(data=d, out=o, margin=-1), "invalid margin"),
+    (lambda d, o: reglab.compare(data=d, out=o, seeds=0), "invalid seeds"),
+    (lambda d, o: reglab.compare(data=d, out=o, seeds=[1, 1]), "invalid seeds"),
+    (lambda d, o: reglab.compare(data=d, out=o, seed=3), "not seed="),
+    (lambda d, o: reglab.compare(data=d, out=o, modle="basic"), "unknown setting(s) modle"),
+    (lambda d, o: reglab.compare(data=d, out=o, epochs=0), "invalid epochs"),
+    (lambda d, o: reglab.ablate(data=d, out=o, variants="full,nope"), "unknown variant 'nope'"),
+    (lambda d, o: reglab.train(reglab.Config(data=d), o, seeds=[1, -1]), "invalid seeds"),
+    (lambda d, o: reglab.resume(o, modle="basic"), "unknown key(s) modle"),
+    (lambda d, o: reglab.report(o, margin=float("nan")), "invalid margin"),
+])
+def test_the_api_checks_its_options_before_any_work(tmp_path, call, needle):
+    data = make_tree(tmp_path / "data")
+    out = tmp_path / "out"
+    with pytest.raises(reglab.UserError) as info:
+        call(str(data), out)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_the_api_predicts_exports_and_summarises(run, mini, tmp_path):
+    result = reglab.predict(run, mini / "val" / "n01440764", out=tmp_path / "p.csv", top_k=2, quiet=True)
+    assert result["rows"] == len(list(csv.DictReader(open(tmp_path / "p.csv")))) == 6
+    assert reglab.export(run, format="torchscript", out=tmp_path / "m.pt") == tmp_path / "m.pt"
+    assert (tmp_path / "m.pt").stat().st_size > 0
+    assert "Total params: 13,203,274" in reglab.summary("basic")
+    assert "Total params: 13,203,274" not in reglab.summary("basic", image_size=64)
 
 
 def test_load_run_gives_model_classes_history_and_predict(run, mini):

@@ -1,64 +1,206 @@
-"""The Python API: the layer the CLI calls, usable from a notebook. Commands take a Config (or config
-settings as keywords) and plain arguments, never an argparse namespace."""
+"""The Python API: the one front door. Every `reglab` command's work is a function here; the CLI only parses
+flags and calls it, and a notebook calls the same functions with the same options:
+
+    train(config, out, seeds=, pack=, overwrite=)     one run, or several seeds packed into cohorts
+    resume(folder, **changes)                         continue (or extend with epochs=N) what train left
+    compare(seeds=, out=, ..., **settings)            the notebook's experiment over seeds, and its report
+    ablate(variants=, seeds=, out=, ..., **settings)  every regularizer ablated over seeds, and its report
+    list_variants()                                   what each variant ablate accepts changes
+    report(folder, margin=)                           re-render a study's or a run's report
+    load_run(folder)                                  a finished run as a model: .predict(images)
+    predict(run_dir, inputs, out=)                    classify image files into a CSV
+    export(run_dir, format=)                          the model as ONNX or TorchScript
+    summary(model, **settings)                        a Keras-like model summary
+    bench(data, ...)                                  measure the pipeline
+
+Functions take a Config (or config settings as keywords) and plain arguments, never an argparse namespace. They
+check all of their input before any work (a bad value raises UserError, one line), and quiet=True silences
+everything but errors. A margin is in percentage points, as the --margin flag.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
-from .config import FIELD_NAMES, Config, resolve
+from . import bench as benchmark
+from . import run, rundir, study
+from .config import FIELD_NAMES, MAX_SEED, Config, absolute_data, check_keys, resolve
+from .errors import UserError
+from .executors import Executor
+from .models import build_model, summary_text
+from .predict import TrainedRun, export_run, predict_to_csv
+from .predict import load_run as load_trained_run
+from .reports.render import render_report
+from .rundir import Summary
+from .variants import COMPARE_VARIANTS, parse_variants, variant_catalogue
+
+Seeds = int | list[int]
 
 
-def train(config: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-          verbose: bool = False) -> dict:
-    """Train one run into the folder `out` and return its summary (also out/summary.json)."""
-    from .run import train as _train
+def train(config: Config, out: str | Path, *, seeds: Seeds = 1, pack: int | str = "auto", overwrite: bool = False,
+          quiet: bool = False, verbose: bool = False) -> Summary | dict[Path, Summary]:
+    """Train `config` into the run folder `out` and return its summary (also out/summary.json). seeds=N trains N
+    seeds from config.seed (a list: exactly those), each into out/<model>/seed-<seed>/, `pack` seeds to one
+    packed network (a number, "auto": on CUDA as many as fit, or "off"), and returns {run folder: summary}.
+    overwrite: replace the run(s) there, once the new ones have their data and model."""
+    cfg = resolve(config.to_dict())  # checked now, its data made absolute
+    pack = _pack(pack)
+    if seeds == 1:
+        return run.train(cfg, out, overwrite=overwrite, quiet=quiet, verbose=verbose)
+    return study.train_seeds(cfg, _seed_list(seeds, cfg.seed), out, pack, overwrite=overwrite, quiet=quiet,
+                             verbose=verbose)
 
-    if resume:
-        return _train(None, out, resume=True, quiet=quiet, verbose=verbose)
-    return _train(resolve(config.to_dict()), out, overwrite=overwrite, quiet=quiet, verbose=verbose)
+
+def resume(folder: str | Path, *, quiet: bool = False, verbose: bool = False,
+           **changes) -> Summary | dict[Path, Summary]:
+    """Continue what `train` left in `folder`: an interrupted run (returns its summary), or every unfinished seed
+    of a `train(seeds=...)` folder, each in the cohort it was trained in (returns {run folder: summary}).
+    `changes` are config settings: epochs=N extends the run(s) (a finished run needs keep_last), and settings that
+    change only speed or storage are allowed; any other change is refused, naming it."""
+    changes = check_keys(changes, "the changes")
+    if "data" in changes:
+        changes["data"] = absolute_data(changes["data"])
+    if rundir.classify(folder) == "study":  # the seeds of train(seeds=...)
+        return study.resume_folder(folder, changes, quiet=quiet, verbose=verbose)
+    return run.train(None, folder, resume=True, changes=changes, quiet=quiet, verbose=verbose)
 
 
-def _settings(settings: dict) -> dict:
+def compare(*, seeds: Seeds = 1, out: str | Path = "runs/compare", first_seed: int = 42, pack: int | str = "auto",
+            margin: float | None = None, jobs: int = 1, executor: str = "local", address: str | None = None,
+            gpus_per_run: float | None = None, quiet: bool = False, verbose: bool = False, **settings) -> Path:
+    """The notebook's experiment (basic vs regularized) over `seeds` (N from first_seed, or a list), with its
+    report. Keyword settings are config keys (data=..., epochs=..., image_size=...). pack: seeds per packed
+    network; margin: the verdicts' equivalence margin in percentage points (default 1); jobs: runs at once in
+    worker processes; executor="ray" runs each as a Ray task (on the cluster at `address`, else a local
+    instance; `gpus_per_run` GPUs each). Rerunning reuses finished runs. Returns the study folder."""
+    checked, chosen = _study_settings(settings), _seed_list(seeds, first_seed)
+    how = Executor(executor, jobs, address, gpus_per_run)
+    return study.run_study("compare", checked, COMPARE_VARIANTS, chosen, out, how, pack=_pack(pack),
+                           margin=_fraction(margin), quiet=quiet, verbose=verbose,
+                           report=_reporter("compare", margin, quiet))
+
+
+def ablate(*, variants: list[str] | str | None = None, seeds: Seeds = 1, out: str | Path = "runs/ablate",
+           first_seed: int = 42, pack: int | str = "auto", margin: float | None = None, jobs: int = 1,
+           executor: str = "local", address: str | None = None, gpus_per_run: float | None = None,
+           quiet: bool = False, verbose: bool = False, **settings) -> Path:
+    """Every regularizer ablated over `seeds`, with its report: `variants` as `reglab ablate --variants` (a list
+    or a comma-separated string; None: the notebook's six); every other option as compare()."""
+    checked, chosen = _study_settings(settings), _seed_list(seeds, first_seed)
+    how = Executor(executor, jobs, address, gpus_per_run)
+    return study.run_study("ablate", checked, parse_variants(variants), chosen, out, how, pack=_pack(pack),
+                           margin=_fraction(margin), quiet=quiet, verbose=verbose,
+                           report=_reporter("ablate", margin, quiet))
+
+
+def list_variants() -> list[tuple[str, str]]:
+    """(variant, what it changes) for every variant ablate(variants=...) accepts ("[=VALUE]": takes a value)."""
+    return variant_catalogue()
+
+
+def report(folder: str | Path, *, margin: float | None = None, quiet: bool = False) -> tuple[Path, Path]:
+    """Re-render the report of a study or run folder from its run folders alone; returns (report.md, report.html).
+    margin: percentage points (default: the study's, else 1)."""
+    return render_report(Path(folder), quiet=quiet, margin=_fraction(margin))
+
+
+def load_run(folder: str | Path, device: str = "cpu") -> TrainedRun:
+    """A finished run as a usable model: .model .classes .class_names .history .summary .predict(images)."""
+    return load_trained_run(folder, device)
+
+
+def predict(run_dir: str | Path, inputs: list[str | Path] | str | Path, *, out: str | Path = "predictions.csv",
+            top_k: int = 3, device: str = "auto", batch_size: int = 256, quiet: bool = False) -> dict:
+    """Classify image files (and folders, searched recursively) with a finished run into the CSV `out`, one row
+    per image with its top_k classes; unreadable images are named and skipped. Returns {rows, skipped}."""
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
+    return predict_to_csv(Path(run_dir), [str(i) for i in inputs], out=Path(out), top_k=_positive("top_k", top_k),
+                          device=device, batch_size=_positive("batch_size", batch_size), quiet=quiet)
+
+
+def export(run_dir: str | Path, *, format: str = "onnx", out: str | Path | None = None) -> Path:
+    """A finished run's restored model, preprocessing inside, as "onnx" or "torchscript" (default file:
+    RUN_DIR/model.onnx or model.pt). Returns the file written."""
+    return export_run(Path(run_dir), format, Path(out) if out else None)
+
+
+def summary(model: str = "regularized", *, num_classes: int = 10, **settings) -> str:
+    """A Keras-like summary of a model preset (settings: config keys that shape it, e.g. image_size=64)."""
+    cfg = resolve({**settings, "model": model})
+    return summary_text(build_model(cfg, _positive("num_classes", num_classes)), cfg.image_size, title=model)
+
+
+def bench(data: str = "imagenette2-160", *, device: str = "auto", json_path: str | Path | None = None,
+          image_size: int = 160, steps: int = 30, epochs: int = 50, skip_experiment: bool = False,
+          naive_batches: int = 0, recipe: str = "seed", cohort: int = 5, quiet: bool = False) -> None:
+    """Measure decode and cache, training throughput (fp32, bf16), a cohort of `cohort` seeds against single
+    runs, and the whole experiment against a naive pipeline; prints a table, and writes JSON to json_path."""
+    # bench.main reads its options as attributes (its command's flags)
+    benchmark.main(SimpleNamespace(data=data, device=device, json=json_path,
+                                   image_size=_positive("image_size", image_size), steps=_positive("steps", steps),
+                                   epochs=_positive("epochs", epochs), skip_experiment=skip_experiment,
+                                   naive_batches=naive_batches, recipe=recipe, cohort=_positive("cohort", cohort),
+                                   quiet=quiet))
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _study_settings(settings: dict) -> dict:
+    """A study's config settings, checked now (a bad value is one line before any work), data made absolute."""
     unknown = sorted(set(settings) - set(FIELD_NAMES))
     if unknown:
-        from .errors import UserError
-
         raise UserError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(FIELD_NAMES)}")
-    cfg = resolve(settings)  # checked now, data made absolute
+    if "seed" in settings:
+        raise UserError("a study trains every seed in seeds=: give seeds=N with first_seed=S, or seeds=[...], "
+                        "not seed=")
+    cfg = resolve(settings)
     return {k: getattr(cfg, k) for k in settings}
 
 
-def _seeds(seeds: int | list[int], first: int) -> list[int]:
-    return list(range(first, first + seeds)) if isinstance(seeds, int) else list(seeds)
+def _seed_list(seeds: Seeds, first: int) -> list[int]:
+    """seeds=N: N seeds from `first`; a list: exactly those."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise UserError(f"invalid seeds {seeds!r}; give a positive number of seeds, or a list of seeds")
+        if first + seeds - 1 > MAX_SEED:
+            raise UserError(f"--seed {first} --seeds {seeds} goes past the largest seed {MAX_SEED}; choose a "
+                            "smaller --seed")
+        return list(range(first, first + seeds))
+    chosen = list(seeds) if isinstance(seeds, (list, tuple)) else []
+    if not chosen or len(set(chosen)) != len(chosen) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in chosen):
+        raise UserError(f"invalid seeds {seeds!r}; give a number of seeds, or a list of distinct seeds from 0 to "
+                        f"{MAX_SEED}")
+    return chosen
 
 
-def compare(*, seeds: int | list[int] = 1, out: str | Path = "runs/compare", first_seed: int = 42,
-            jobs: int = 1, executor: str = "local", quiet: bool = False, **settings) -> Path:
-    """The notebook's experiment (basic vs regularized) over `seeds`, with its report. Keyword settings are
-    config keys (data=..., epochs=..., image_size=...). Returns the study folder."""
-    from .study import compare as _compare
-
-    return _compare(_settings(settings), _seeds(seeds, first_seed), out, jobs=jobs, executor=executor, quiet=quiet)
+def _pack(pack: int | str) -> int | str:
+    if pack in ("auto", "off") or (isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1):
+        return pack
+    raise UserError(f"invalid pack {pack!r}; give a number of seeds per packed network, auto or off")
 
 
-def ablate(*, variants: list[str] | str | None = None, seeds: int | list[int] = 1, out: str | Path = "runs/ablate",
-           first_seed: int = 42, jobs: int = 1, executor: str = "local", quiet: bool = False, **settings) -> Path:
-    """Every regularizer ablated over `seeds` (variants as `reglab ablate --variants`), with its report."""
-    from .study import ablate as _ablate
-
-    return _ablate(_settings(settings), _seeds(seeds, first_seed), variants, out, jobs=jobs, executor=executor,
-                   quiet=quiet)
-
-
-def report(folder: str | Path, quiet: bool = False) -> tuple[Path, Path]:
-    """Re-render the report of a study or run folder; returns (report.md, report.html)."""
-    from .reports.render import render_report
-
-    return render_report(Path(folder), quiet=quiet)
+def _fraction(margin: float | None) -> float | None:
+    """A margin in percentage points as the fraction the statistics use."""
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        raise UserError(f"invalid margin {margin!r}; give the equivalence margin in percentage points, e.g. 1")
+    return margin / 100
 
 
-def load_run(folder: str | Path, device: str = "cpu"):
-    """A finished run as a usable model: .model .classes .class_names .history .summary .predict(images)."""
-    from .predict import load_run as _load
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"invalid {name} {value!r}; give a positive integer")
+    return value
 
-    return _load(folder, device)
+
+def _reporter(kind: str, margin: float | None, quiet: bool):
+    """What a study calls to render its report once its runs are done (it holds the study's lock)."""
+    def render(folder: Path) -> None:
+        render_report(folder, kind, quiet=quiet, locked=True, margin=_fraction(margin))
+
+    return render

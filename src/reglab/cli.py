@@ -1,10 +1,11 @@
 """The `reglab` command: train, compare, ablate, report, summary, predict, export, bench.
 
-The CLI only parses: it turns flags into a config (or explicit settings) and plain arguments and calls the
-Python API below it (reglab.train, reglab.study, ...). Flags use the names timm users know (--smoothing
---mixup --cutmix --reprob --weight-decay --model-ema); prefixes of flags are never guessed. Every flag left
-unset falls back to --config FILE.yaml, then the recipe, then the model preset. A UserError becomes one line
-on stderr and exit code 2; a signal, one line and exit code 128 + its number.
+The CLI only parses: it turns flags into a config (or explicit settings) and plain arguments, calls the Python
+API (api.py: every command's work is a function there, with every option the flags have) and prints results.
+Flags use the names timm users know (--smoothing --mixup --cutmix --reprob --weight-decay --model-ema);
+prefixes of flags are never guessed. Every flag left unset falls back to --config FILE.yaml, then the recipe,
+then the model preset. A UserError becomes one line on stderr and exit code 2; a signal, one line and exit
+code 128 + its number.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import AUGMENTS, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES, load_config_file, resolve
+from . import __version__, api
+from .config import (AUGMENTS, BAD_IMAGE_POLICIES, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES,
+                     load_config_file, resolve)
 from .errors import UserError
+from .executors import EXECUTORS
 from .text import say, visible
+from .variants import DEFAULT_ABLATION, variant_names
 
 EXAMPLES = """examples:
   reglab compare --data imagenette2-160 --seeds 5 --out runs/compare     the notebook's experiment, 5 seeds
@@ -141,7 +145,7 @@ def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: 
     g.add_argument("--batch-size", type=_positive_int, help="training batch size (default 16)")
     g.add_argument("--seed", type=_seed, help=seed_help)
     g.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    g.add_argument("--on-bad-image", choices=["error", "skip"],
+    g.add_argument("--on-bad-image", choices=BAD_IMAGE_POLICIES,
                    help="an undecodable image: error (default) or skip it and list it")
     g.add_argument("--selection-split", type=_rate, metavar="F", help="hold out this stratified fraction of the "
                    "training images to choose the epoch (early stopping, LR, checkpoint); val/ is then only the "
@@ -196,54 +200,29 @@ def explicit_settings(args) -> dict:
     return settings
 
 
-def seeds_from(args) -> list[int]:
-    base = args.seed if args.seed is not None else 42
-    if isinstance(args.seeds, list):
-        if args.seed is not None:
-            raise UserError("--seed is the first of N seeds (--seeds N); with a list (--seeds 1,2,7) leave it out")
-        return args.seeds
-    seeds = list(range(base, base + args.seeds))
-    if seeds[-1] > MAX_SEED:
-        raise UserError(f"--seed {base} --seeds {args.seeds} goes past the largest seed {MAX_SEED}; choose a smaller "
-                        "--seed")
-    return seeds
+def check_seed_flags(args) -> None:
+    if isinstance(args.seeds, list) and args.seed is not None:
+        raise UserError("--seed is the first of N seeds (--seeds N); with a list (--seeds 1,2,7) leave it out")
 
 
 def cmd_train(args) -> int:
-    from .run import train
-
-    from . import rundir
-    from .study import resume_folder, train_seeds
-
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise UserError("--resume RUN_DIR continues that folder; leave out --out (or give the same folder)")
         if args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; choose one")
-        changes = explicit_settings(args)
-        if "data" in changes:
-            changes["data"] = resolve({}, {"data": changes["data"]}).data
-        if rundir.classify(args.resume) == "study":  # the seeds of `train --seeds K`: resumed as one cohort
-            outs, summaries = resume_folder(args.resume, changes, quiet=args.quiet, verbose=args.verbose)
-        else:
-            summaries = [train(None, args.resume, resume=True, changes=changes, quiet=args.quiet,
-                               verbose=args.verbose)]
-            outs = [Path(args.resume)]
+        results = api.resume(args.resume, quiet=args.quiet, verbose=args.verbose, **explicit_settings(args))
     else:
         if not args.out:
             raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR to continue one)")
-        settings = explicit_settings(args)
-        cfg = resolve(settings)
-        if isinstance(args.seeds, list) or args.seeds > 1:
-            seeds = seeds_from(args)
-            summaries = train_seeds(cfg, seeds, args.out, args.pack, overwrite=args.overwrite, quiet=args.quiet,
-                                    verbose=args.verbose)
-            outs = [Path(args.out) / cfg.model / f"seed-{s}" for s in seeds]
-        else:
-            summaries = [train(cfg, args.out, overwrite=args.overwrite, quiet=args.quiet, verbose=args.verbose)]
-            outs = [Path(args.out)]
+        cfg = resolve(explicit_settings(args))
+        check_seed_flags(args)
+        results = api.train(cfg, args.out, seeds=args.seeds, pack=args.pack, overwrite=args.overwrite,
+                            quiet=args.quiet, verbose=args.verbose)
+    if not isinstance(results, dict):  # one run folder
+        results = {Path(args.resume or args.out): results}
     code = 0
-    for summary, out in zip(summaries, outs):
+    for out, summary in results.items():
         if not summary.finished:
             kept = "; best weights kept in " + str(out) if (Path(out) / "best.safetensors").exists() else ""
             say(f"reglab: run failed: {summary.failure}{kept}")
@@ -255,82 +234,64 @@ def cmd_train(args) -> int:
     return code
 
 
-def _study_kwargs(args) -> dict:
-    if args.executor == "ray" and args.jobs != 1:
-        raise UserError("--jobs applies to the local executor; with --executor ray, Ray schedules the runs")
-    return dict(executor=args.executor, jobs=args.jobs, address=args.address, gpus_per_run=args.gpus_per_run,
-                quiet=args.quiet, verbose=args.verbose, pack=args.pack,
-                margin=None if args.margin is None else args.margin / 100)
+def study_options(args) -> dict:
+    """The options compare and ablate share, and their config settings (--seed is the first seed, not a setting)."""
+    check_seed_flags(args)
+    settings = explicit_settings(args)
+    settings.pop("seed", None)
+    return dict(seeds=args.seeds, first_seed=42 if args.seed is None else args.seed, pack=args.pack,
+                margin=args.margin, jobs=args.jobs, executor=args.executor, address=args.address,
+                gpus_per_run=args.gpus_per_run, quiet=args.quiet, verbose=args.verbose, **settings)
 
 
 def cmd_compare(args) -> int:
-    from .study import compare
-
-    settings = explicit_settings(args)
-    settings.pop("seed", None)
-    compare(resolve_settings(settings), seeds_from(args), args.out or "runs/compare", **_study_kwargs(args))
+    api.compare(out=args.out or "runs/compare", **study_options(args))
     return 0
 
 
 def cmd_ablate(args) -> int:
-    from .study import ablate, variant_catalogue
-
     if args.list_variants:
-        width = max(len(n) for n, _ in variant_catalogue())
-        for name, about in variant_catalogue():
+        catalogue = api.list_variants()
+        width = max(len(n) for n, _ in catalogue)
+        for name, about in catalogue:
             print(f"{name:<{width}}  {about}")
         return 0
-    settings = explicit_settings(args)
-    settings.pop("seed", None)
-    ablate(resolve_settings(settings), seeds_from(args), args.variants, args.out or "runs/ablate",
-           **_study_kwargs(args))
+    api.ablate(variants=args.variants, out=args.out or "runs/ablate", **study_options(args))
     return 0
 
 
-def resolve_settings(settings: dict) -> dict:
-    """Explicit settings, checked now (a bad value is one line before any work) and with the data made absolute."""
-    cfg = resolve(settings)
-    return {k: getattr(cfg, k) for k in settings}
-
-
 def cmd_report(args) -> int:
-    from .reports.render import render_report
-
-    render_report(Path(args.dir), quiet=args.quiet, margin=None if args.margin is None else args.margin / 100)
+    api.report(args.dir, margin=args.margin, quiet=args.quiet)
     return 0
 
 
 def cmd_summary(args) -> int:
-    from .models import build_model, summary_text
-
-    settings = explicit_settings(args)
-    cfg = resolve({**settings, "model": args.name})
+    # MODEL names the model, whatever a --config file says
+    settings = {k: v for k, v in explicit_settings(args).items() if k != "model"}
+    text = api.summary(args.name, num_classes=args.num_classes, **settings)
     if not args.quiet:
-        print(summary_text(build_model(cfg, args.num_classes), cfg.image_size, title=args.name))
+        print(text)
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict_to_csv
-
-    predict_to_csv(Path(args.run_dir), args.inputs, out=Path(args.out), top_k=args.top_k, device=args.device,
-                   batch_size=args.batch_size, quiet=args.quiet)
+    api.predict(args.run_dir, args.inputs, out=args.out, top_k=args.top_k, device=args.device,
+                batch_size=args.batch_size, quiet=args.quiet)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .predict import export_run
-
-    path = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None)
+    path = api.export(args.run_dir, format=args.format, out=args.out)
     if not args.quiet:
         print(f"exported {args.run_dir} as {args.format}: {path}")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
-
-    return bench_main(args)
+    api.bench(args.data, device=args.device, json_path=args.json, image_size=args.image_size, steps=args.steps,
+              epochs=args.epochs, skip_experiment=args.skip_experiment, naive_batches=args.naive_batches,
+              recipe=args.recipe, cohort=args.cohort, quiet=args.quiet)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ the parser
@@ -399,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="N seeds from --seed (default 1), or exactly these: 1,2,7")
     study.add_argument("--jobs", type=_positive_int, default=1, help="runs at once with the local executor "
                        "(default 1)")
-    study.add_argument("--executor", choices=["local", "ray"], default="local", help="default local")
+    study.add_argument("--executor", choices=EXECUTORS, default="local", help="default local")
     study.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     study.add_argument("--gpus-per-run", type=_gpus, default=None, help="Ray: GPUs per run, e.g. 0.25 for four "
                        "runs a GPU (default 0.25)")
@@ -407,16 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "in percentage points (default 1)")
     add_pack_flag(study)
 
-    c = sub.add_parser("compare", parents=[study], help="the notebook's experiment: basic vs regularized, and its report")
+    c = sub.add_parser("compare", parents=[study],
+                       help="the notebook's experiment: basic vs regularized, and its report")
     add_training_flags(c, with_model=False, seed_help="the first seed (default 42)")
     add_model_flags(c)
     add_output_flags(c)
     c.set_defaults(func=cmd_compare)
 
     a = sub.add_parser("ablate", parents=[study], help="every regularizer ablated over seeds, and its report",
-                       epilog="variants (--list-variants says what each changes): " + ", ".join(_variant_names()))
-    a.add_argument("--variants", help="comma-separated variants (default full,no-augment,no-batchnorm,no-dropout,"
-                   "none,basic); added regularizers take name=value, e.g. mixup=0.4")
+                       epilog="variants (--list-variants says what each changes): " + ", ".join(variant_names()))
+    a.add_argument("--variants", help=f"comma-separated variants (default {','.join(DEFAULT_ABLATION)}); added "
+                   "regularizers take name=value, e.g. mixup=0.4")
     a.add_argument("--list-variants", action="store_true", help="list every variant with what it changes, and exit")
     add_training_flags(a, with_model=False, seed_help="the first seed (default 42)")
     add_model_flags(a)
@@ -474,12 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
     p.set_defaults(subcommands=sub.choices)
     return p
-
-
-def _variant_names() -> list[str]:
-    from .study import variant_catalogue
-
-    return [name.split("[")[0] for name, _ in variant_catalogue()]
 
 
 def main(argv: list[str] | None = None) -> int:
