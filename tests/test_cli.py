@@ -109,6 +109,18 @@ def test_the_cli_only_parses_and_calls_the_api():
                         "__version__"}, imported
 
 
+def test_one_version_number():
+    """pyproject.toml takes its version from reglab.__version__, which `reglab --version` prints."""
+    pyprojecttoml = pytest.importorskip("setuptools.config.pyprojecttoml", reason="setuptools reads pyproject.toml")
+    import reglab
+
+    path = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    written = pyprojecttoml.load_file(path)["project"]
+    assert "version" not in written and "version" in written["dynamic"]  # no second number written by hand
+    assert pyprojecttoml.read_configuration(path)["project"]["version"] == reglab.__version__
+    assert run_cli("--version").stdout.strip() == f"reglab {reglab.__version__}"
+
+
 # ---------------------------------------------------------------------------- 2. quiet means quiet
 
 

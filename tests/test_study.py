@@ -21,7 +21,8 @@ def compared(mini, tmp_path_factory):
 
 def test_compare_writes_runs_and_both_reports(compared):
     runs = find_runs(compared)
-    assert sorted((r.variant, r.seed) for r in runs) == [("basic", 42), ("basic", 43), ("regularized", 42), ("regularized", 43)]
+    assert sorted((r.variant, r.seed) for r in runs) == [("basic", 42), ("basic", 43), ("regularized", 42),
+                                                         ("regularized", 43)]
     md = (compared / "report.md").read_text()
     html = (compared / "report.html").read_text()
     for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
