@@ -184,10 +184,10 @@ def test_unknown_format_is_a_user_error(model, classes, tmp_path):
 def test_missing_onnx_package_is_a_user_error(model, classes, tmp_path, monkeypatch):
     import importlib.util
 
-    import reglab.export
+    export_module = importlib.import_module("reglab.export")  # the module; reglab.export is the API's function
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(reglab.export.importlib.util, "find_spec",
+    monkeypatch.setattr(export_module.importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxscript" else real(name, *a))
     with pytest.raises(UserError, match="needs the Python package.*onnxscript.*pip install onnx onnxscript"):
         export_model(model, SIZE, classes, "onnx", tmp_path / "m.onnx")
