@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .. import atomic
+from ..models import layer_label
 from ..text import visible
 
 DPI = 100
@@ -351,26 +352,16 @@ def plot_forest(items: list[dict], path, xlabel: str, limit: float, margin: floa
 # ------------------------------------------------------------------------------------------ the diagram
 
 
-def _layer_label(r: dict) -> str:
-    shape = r["output_shape"]
-    if r["type"] == "Conv2D":
-        return f"Conv2D 3×3, {shape[-1]}, ReLU"
-    if r["type"] == "Dense":
-        return f"Dense {shape[-1]}" + (", ReLU" if r.get("relu") else "")
-    if r["type"] == "MaxPooling2D":
-        return "MaxPool 2×2"
-    return str(r["type"])
-
-
 def model_svg(rows: list[dict], image_size: int, in_channels: int = 3, ident: str = "m") -> str:
-    """The model as an inline SVG flowchart, drawn from models.layer_table rows: one column per block (the
-    Mermaid diagram's subgraphs), layers top to bottom, arrows in data order. Needs no script and no network."""
+    """The model as an inline SVG flowchart, drawn from layer-table rows (models.layer_table's, as a run recorded
+    them in summary.json): one column per block (the Mermaid diagram's subgraphs), layers top to bottom, arrows in
+    data order. Needs no script and no network."""
     groups: OrderedDict[str, list[dict]] = OrderedDict([("Input", [{"label": f"Input {image_size}×{image_size}×"
                                                                               f"{in_channels}"}])])
     for r in rows:
         g = r["name"].split(".")[0]
         title = "Fully connected" if g == "head" else g.replace("block", "Block ")
-        groups.setdefault(title, []).append({"label": _layer_label(r), "shape": r["output_shape"]})
+        groups.setdefault(title, []).append({"label": layer_label(r), "shape": r["output_shape"]})
     box_w, box_h, gap_y, col_w, pad, head = 168, 28, 16, 196, 14, 26
     tallest = max(len(m) for m in groups.values())
     height = pad * 2 + head + tallest * (box_h + gap_y)

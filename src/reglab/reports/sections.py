@@ -148,7 +148,7 @@ def architecture(doc: Document, f: RunFacts, ident: str, level: int = 3, title: 
     t, nt = count_params(model)
     doc.p(f"Total params: {fmt_int(t + nt)}; trainable: {fmt_int(t)}; non-trainable (batch-norm statistics): "
           f"{fmt_int(nt)}.")
-    doc.diagram(mermaid(model, cfg.image_size), model_svg(table, cfg.image_size, ident=slug(ident)),
+    doc.diagram(mermaid(table, cfg.image_size), model_svg(table, cfg.image_size, ident=slug(ident)),
                 f"The layers of {code(f.variant)} in data order, grouped by block.")
 
 
