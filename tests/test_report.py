@@ -783,3 +783,17 @@ def test_single_report_of_a_failed_run_says_so(tmp_path, capsys):
     assert "this run is not finished (status failed): the loss became NaN" in md
     err = capsys.readouterr().err
     assert err.startswith("reglab: warning: run ") and "failed: the loss became NaN" in err
+
+
+def test_a_variant_has_one_list_of_regularizers_and_an_unrecorded_one_says_so(tmp_path):
+    root = make_study(tmp_path / "s", compare_spec([0.60], [0.75]))
+    for variant in ("basic", "regularized"):
+        path = root / variant / "seed-0" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary.pop("regularizers")  # the oldest run folders did not record them
+        path.write_text(json.dumps(summary))
+    study = load_study(root, warn_stderr=False)
+    assert [v.regularizers for v in study.variants.values()] == [None, None]
+    md = render_compare(root, quiet=True)[0].read_text()
+    assert "| Regularization techniques | not recorded (an older run) | not recorded (an older run) |" in md
+    assert "Each model against `basic`" in md  # none recorded: the first variant is the reference

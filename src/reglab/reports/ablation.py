@@ -22,16 +22,6 @@ def _by_mean(study: Study) -> list[str]:
     return sorted(study.variants, key=lambda v: -study.variants[v].mean("acc"))
 
 
-def _regularizers(study: Study, name: str) -> str:
-    regs = study.variants[name].runs[0].summary.regularizers
-    if regs is None:
-        try:
-            regs = facts.config_of(study.variants[name].runs[0].run).regularizers()
-        except Exception:  # noqa: BLE001 - named as unknown rather than stopping the report
-            regs = ["unknown"]
-    return ", ".join(esc(r) for r in regs) or "none"
-
-
 def ablation_rows(study: Study, an: Analysis) -> list[dict]:
     """One dict per variant (highest mean accuracy first) of markup cells."""
     rows = []
@@ -82,7 +72,8 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
                for v in _by_mean(study)],
               id="per-seed")
     doc.h(2, "What each variant regularizes with")
-    doc.table(["Variant", "Regularizers"], [[code(v), _regularizers(study, v)] for v in study.variants])
+    doc.table(["Variant", "Regularizers"],
+              [[code(n), sections.regularizers_text(v)] for n, v in study.variants.items()])
 
 
 def conclusions(study: Study, an: Analysis) -> list[str]:
@@ -181,6 +172,3 @@ def terminal_table(study_dir, console=None, baseline: str = "full", margin: floa
             f"Accuracy vs {code(an.reference)}")  # the report's table less what a terminal has no room for
     rows = [{k: v for k, v in row.items() if k in keep} for row in ablation_rows(study, an)]
     print_rows(rows, "Ablation (report.md has every column)", console)
-
-
-print_ablation_table = terminal_table  # the name before terminal_table

@@ -8,6 +8,7 @@ same "Summary of key differences" on the terminal.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +38,6 @@ def _params(v: Variant) -> str:
     return f"{fmt_int(t + (nt or 0))} total, {fmt_int(t)} trainable"
 
 
-def _regularizers(v: Variant) -> str:
-    regs = v.runs[0].summary.regularizers
-    if regs is None:
-        try:
-            regs = config_of(v.runs[0].run).regularizers()
-        except Exception:  # noqa: BLE001
-            regs = []
-    return ", ".join(esc(r) for r in regs) or "none"
-
-
 def _seeds(v: Variant) -> str:
     text = f"{len(v.runs)} of {v.total} finished ({', '.join(str(f.seed) for f in v.runs)})"
     if v.others:
@@ -60,7 +51,7 @@ def comparison_rows(study: Study, an: Analysis | None = None) -> list[dict]:
     aspects = [
         ("Architecture", _architecture),
         ("Parameters", _params),
-        ("Regularization techniques", _regularizers),
+        ("Regularization techniques", sections.regularizers_text),
         ("Seeds", _seeds),
         ("Epochs run", analysis.epochs_cell),
         ("Best epoch", lambda v: seed_summary(v.values("best_epoch"), COUNT, common.NONNEG)),
@@ -83,17 +74,13 @@ def comparison_rows(study: Study, an: Analysis | None = None) -> list[dict]:
 
 
 def reference_variant(study: Study) -> str:
-    """The least-regularized variant (first on ties): the one the others are compared against."""
+    """The least-regularized variant (first on ties; one that did not record its regularizers, after those that
+    did): the one the others are compared against."""
     order = list(study.variants)
 
-    def n_regs(v: str) -> int:
-        regs = study.variants[v].runs[0].summary.regularizers
-        if regs is None:
-            try:
-                regs = config_of(study.variants[v].runs[0].run).regularizers()
-            except Exception:  # noqa: BLE001
-                regs = []
-        return len(regs)
+    def n_regs(v: str) -> float:
+        regs = study.variants[v].regularizers
+        return math.inf if regs is None else len(regs)
 
     return min(order, key=lambda v: (n_regs(v), order.index(v)))
 
@@ -104,7 +91,7 @@ def reference_variant(study: Study) -> str:
 def _model_section(doc: Document, study: Study, v: Variant) -> None:
     doc.h(2, f"Model {code(v.name)}")
     n = len(v.runs)
-    doc.p(f"Regularizers: {_regularizers(v)}. "
+    doc.p(f"Regularizers: {sections.regularizers_text(v)}. "
           + ("One seed: every number below is a single run." if n == 1 else f"{n} seeds, with every seed's value."))
     sections.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
     doc.p(analysis.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "

@@ -208,6 +208,12 @@ class Variant:
         """Every finished seed is at chance: the variant as a whole shows no learning."""
         return bool(self.runs) and all(f.at_chance for f in self.runs)
 
+    @property
+    def regularizers(self) -> list[str] | None:
+        """What the variant regularizes with, in words, as its first finished run recorded them (None: a run
+        older than that record; today's code is not asked, since it may describe something else)."""
+        return self.runs[0].summary.regularizers if self.runs else None
+
     def values(self, key: str) -> list[float]:
         return [f.value(key) for f in self.runs]
 

@@ -42,6 +42,13 @@ def runs_section(doc: Document, study: Study) -> None:
                      for f in flagged])
 
 
+def regularizers_text(v: Variant) -> str:
+    regs = v.regularizers
+    if regs is None:
+        return "not recorded (an older run)"
+    return ", ".join(esc(r) for r in regs) or "none"
+
+
 def alerts(doc: Document, study: Study) -> None:
     for text in study.alerts:
         doc.warning("**Warning:** " + text)
@@ -115,11 +122,9 @@ def forest_figure(doc: Document, study: Study, an: Analysis, comps: list[Compari
 
     items = [dict(label=f"{c.variant} − {c.reference}", diff=c.diff * 100, lo=c.lo * 100, hi=c.hi * 100,
                   seeds=[s * 100 for s in c.seeds], color=study.colors[c.variant],
-                  clipped_lo=c.clipped and c.lo <= -(1.0 if c.metric == "accuracy" else 2.0),
-                  clipped_hi=c.clipped and c.hi >= (1.0 if c.metric == "accuracy" else 2.0)) for c in comps]
+                  clipped_lo=c.clipped and c.lo <= -c.bound, clipped_hi=c.clipped and c.hi >= c.bound) for c in comps]
     path, rel = study.figure(name)
-    limit = 100.0 if comps and comps[0].metric == "accuracy" else 200.0
-    plot_forest(items, path, f"Difference in {what} (pp)", limit=limit, margin=an.margin * 100)
+    plot_forest(items, path, f"Difference in {what} (pp)", limit=comps[0].bound * 100, margin=an.margin * 100)
     doc.figure(rel, f"Differences in {what}, sorted by effect: the simultaneous interval of each comparison (line; "
                     "an arrow where it runs past the edge of the possible range), its estimate (large dot), and "
                     "every seed of the variant minus the reference's mean (small dots). Dashed: no difference; "
