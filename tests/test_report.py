@@ -23,7 +23,7 @@ from reglab import stats
 from reglab.cli import main
 from reglab.config import dump_yaml, resolve
 from reglab.errors import UserError
-from reglab.models import build_model, count_params
+from reglab.models import build_model, count_params, layer_table
 from reglab.reports import analysis, common, facts
 from reglab.reports.ablation import render_ablation
 from reglab.reports.ablation import terminal_table as ablation_terminal_table
@@ -57,9 +57,16 @@ def pictures(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _params(model: str, overrides: str) -> tuple[int, int]:
+def _trained_model(model: str, overrides: str) -> tuple[int, int, list[dict]]:
+    """(trainable, non-trainable, layer table): what the trainer records in summary.json."""
     cfg = resolve(flag_values={"model": model, "image_size": SIZE, **json.loads(overrides)})
-    return count_params(build_model(cfg, len(CLASSES)))
+    net = build_model(cfg, len(CLASSES))
+    return (*count_params(net), json.loads(json.dumps(layer_table(net, SIZE))))
+
+
+def augmented_draws(images: np.ndarray) -> np.ndarray:
+    """(n, 3, H, W, 3) uint8 draws of an augmentation, as the trainer records them in samples.npz."""
+    return np.stack([images[:, :, ::-1], images[:, ::-1], np.rot90(images, axes=(1, 2))], axis=1)
 
 
 def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: float, epochs: int = 6,
@@ -106,9 +113,11 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:8]
     np.savez(out / "predictions.npz", labels=labels, probs=probs, worst_index=worst,
              worst_images=pictures(rng, len(worst)))
-    np.savez(out / "samples.npz", images=pictures(rng, 4))
+    samples = pictures(rng, 4)
+    np.savez(out / "samples.npz", images=samples,
+             **({} if cfg.augment == "none" or legacy else {"augmented": augmented_draws(samples)}))
 
-    trainable, frozen = _params(model, json.dumps(overrides or {}, sort_keys=True))
+    trainable, frozen, layers = _trained_model(model, json.dumps(overrides or {}, sort_keys=True))
     last = rows[-1]
     epochs_run = epochs
     names = class_names or CLASS_NAMES
@@ -128,7 +137,7 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
         "select_accuracy": last["select_accuracy"] if select else None,
         "restored_val_loss": 0.6 - 0.01 * seed, "restored_val_accuracy": acc, "restored_val_correct": correct,
         "clean_train_accuracy": min(acc + gap, 1.0), "clean_train_images": clean_n,
-        "params_trainable": trainable, "params_non_trainable": frozen,
+        "params_trainable": trainable, "params_non_trainable": frozen, "layers": layers,
         "wall_seconds": 12.5 + seed, "train_images_per_second": 1000.0, "regularizers": cfg.regularizers(),
         "provenance": {"started": f"2025-01-0{seed % 9 + 1}T10:00:00+00:00",
                        "ended": f"2025-01-0{seed % 9 + 1}T11:30:00+00:00",
@@ -139,9 +148,9 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
                        "software": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0", "reglab": "0.1.0"},
                        "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True}},
     }
-    if legacy:  # a run folder written before clean accuracy, counts, designs and provenance were recorded
+    if legacy:  # a run folder written before clean accuracy, counts, designs, layers and provenance were recorded
         for key in ("chosen_on", "restored_val_correct", "clean_train_accuracy", "clean_train_images", "epochs_max",
-                    "provenance", "precision", "select_loss", "select_accuracy"):
+                    "provenance", "precision", "select_loss", "select_accuracy", "layers"):
             summary.pop(key)
         summary["dataset"].pop("identity")
         summary["software"] = {"python": "3.11.7", "torch": "2.13.0"}
@@ -225,7 +234,6 @@ def test_model_diagram_is_mermaid_in_markdown_and_svg_in_html(compare_study):
         ns = "{http://www.w3.org/2000/svg}"
         texts = [t.text for t in tree.iter(f"{ns}text")]
         cfg = resolve(flag_values={"model": model, "image_size": SIZE})
-        from reglab.models import layer_table
         layers = layer_table(build_model(cfg, len(CLASSES)), SIZE)
         assert sum(t.startswith("Conv2D 3×3") for t in texts) == sum(r["type"] == "Conv2D" for r in layers)
         assert len(tree.findall(f"{ns}path")) == len(layers)  # one arrow into every layer, from the input on
@@ -783,6 +791,49 @@ def test_single_report_of_a_failed_run_says_so(tmp_path, capsys):
     assert "this run is not finished (status failed): the loss became NaN" in md
     err = capsys.readouterr().err
     assert err.startswith("reglab: warning: run ") and "failed: the loss became NaN" in err
+
+
+def test_the_architecture_is_the_one_the_run_recorded_never_rebuilt(tmp_path, monkeypatch):
+    import reglab.models
+
+    run = make_run(tmp_path / "new", "regularized", "regularized", 0, 0.75, 0.1)
+    old = make_run(tmp_path / "old", "regularized", "regularized", 0, 0.75, 0.1, legacy=True)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["layers"] = summary["layers"][:2] + [dict(summary["layers"][-1], params=12345)]
+    summary["params_trainable"], summary["params_non_trainable"] = 13000, 345
+    (run / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(reglab.models, "build_model", lambda *a, **k: pytest.fail("the report rebuilt the model"))
+    monkeypatch.setattr(reglab.models, "layer_table", lambda *a, **k: pytest.fail("the report rebuilt the table"))
+    md, html = (p.read_text() for p in render_single(run))
+    arch = section(md, "Architecture")
+    assert arch.count("| block") == 2 and "| head.dense2 (Dense) | (None, 4) | 12,345 |" in arch
+    assert "Total params: 13,345; trainable: 13,000; non-trainable (batch-norm statistics): 345." in arch
+    assert arch.count(" --> ") == 3  # input and the three recorded layers
+    svg = re.search(r'<svg class="model-diagram".*?</svg>', html, flags=re.S).group(0)
+    assert len(ET.fromstring(svg).findall("{http://www.w3.org/2000/svg}path")) == 3
+    md = render_single(old)[0].read_text()
+    assert "Layer table: not recorded by this run (an older run folder)." in section(md, "Architecture")
+    assert "```mermaid" not in md
+
+
+def test_the_augmentation_figure_shows_the_draws_the_run_recorded(tmp_path, monkeypatch):
+    import reglab.data.augment
+    from reglab.reports import single
+
+    drawn = []
+    real = single.plot_augmentation
+    monkeypatch.setattr(reglab.data.augment, "augment", lambda *a, **k: pytest.fail("the report re-ran augment()"))
+    monkeypatch.setattr(single, "plot_augmentation", lambda *a, **k: (drawn.append(a), real(*a, **k)))
+    run = make_run(tmp_path / "new", "regularized", "regularized", 0, 0.75, 0.1)
+    old = make_run(tmp_path / "old", "regularized", "regularized", 0, 0.75, 0.1, legacy=True)
+    md = render_single(run)[0].read_text()
+    with np.load(run / "samples.npz") as z:
+        images, augmented = z["images"], z["augmented"]
+    assert len(drawn) == 1 and np.array_equal(drawn[0][0], images) and np.array_equal(drawn[0][1], augmented)
+    assert "figures/augmentation.png" in image_refs(section(md, "Data augmentation"))
+    md = render_single(old)[0].read_text()
+    assert "records no draws of it (a run older than that record)" in section(md, "Data augmentation")
+    assert not (old / "figures" / "augmentation.png").exists() and len(drawn) == 1
 
 
 def test_a_variant_has_one_list_of_regularizers_and_an_unrecorded_one_says_so(tmp_path):

@@ -17,24 +17,29 @@ from . import analysis, common, facts, provenance, sections
 from .analysis import Analysis, seed_summary
 from .common import COUNT, PCT, PP, fmt_int
 from .document import Document, code, esc, write_document
-from .facts import Study, Variant, config_of
+from .facts import Study, Variant
 from .plots import plot_augmentation, plot_confusion, plot_misclassified
 
 
+ARCHITECTURE = (("widths", "filters per block"), ("convs_per_block", "convolutions per block"),
+                ("dense_width", "dense width"))  # the config.yaml values that make two architectures differ
+
+
 def _architecture(v: Variant) -> str:
+    cfg = v.runs[0].run.config
     try:
-        cfg = config_of(v.runs[0].run)
-    except Exception as e:  # noqa: BLE001 - an unreadable config must not stop the report; it is named instead
+        widths, convs, dense, batchnorm = cfg["widths"], cfg["convs_per_block"], cfg["dense_width"], cfg["batchnorm"]
+        return (f"{len(widths)} conv blocks × {convs} conv ({'-'.join(map(str, widths))} filters), "
+                f"dense {dense}{', batch norm' if batchnorm else ''}")
+    except (KeyError, TypeError) as e:  # a config.yaml without them must not stop the report; it is named instead
         return f"not available ({esc(type(e).__name__)})"
-    return (f"{len(cfg.widths)} conv blocks × {cfg.convs_per_block} conv ({'-'.join(map(str, cfg.widths))} filters), "
-            f"dense {cfg.dense_width}{', batch norm' if cfg.batchnorm else ''}")
 
 
 def _params(v: Variant) -> str:
     s = v.runs[0].summary
     t, nt = s.params_trainable, s.params_non_trainable
     if t is None:
-        return "n/a"
+        return "not recorded by this run"
     return f"{fmt_int(t + (nt or 0))} total, {fmt_int(t)} trainable"
 
 
@@ -96,7 +101,7 @@ def _model_section(doc: Document, study: Study, v: Variant) -> None:
     sections.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
     doc.p(analysis.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "
           + ", ".join(COUNT(f.best_epoch) for f in v.runs) + ".")
-    sections.architecture(doc, v.runs[0], ident=v.name)
+    sections.architecture(doc, v.runs[0].run, ident=v.name)
     sections.seed_curves_figure(doc, study, v)
 
 
@@ -158,26 +163,34 @@ def mistakes_section(doc: Document, study: Study) -> None:
 
 
 def augmentation_section(doc: Document, study: Study) -> None:
+    """One figure per augmentation the variants trained with, drawn from the draws their run recorded in
+    samples.npz at training time: today's augmentation code is never re-run on a run's images."""
     doc.h(1, "Data augmentation")
-    shown = set()
+    used, drawn = False, set()
     for name, v in study.variants.items():
-        aug = str(v.runs[0].run.config.get("augment", "none"))
-        if aug == "none" or aug in shown:
+        run = v.runs[0].run
+        aug = str(run.config.get("augment", "none"))
+        if aug == "none" or aug in drawn:
             continue
-        images = v.runs[0].run.samples()
+        used = True
+        samples = run.samples() or {}
+        images, draws = samples.get("images"), samples.get("augmented")
         if images is None or len(images) == 0:
             doc.p(f"{code(name)} uses augment = {code(aug)} but its run folder has no samples.npz to illustrate it.")
-            continue
-        shown.add(aug)
-        path, rel = study.figure(f"augmentation-{common.slug(aug)}.png")
-        try:
-            plot_augmentation(images, aug, path)
-        except (KeyError, ValueError) as e:
-            doc.p(f"augment = {code(aug)} cannot be drawn ({esc(e)}).")
-            continue
-        doc.figure(rel, f"augment = {code(aug)} (used by {code(name)}): each row is a training image from "
-                        "samples.npz, first as stored, then independent draws of the training code's own augmentation.")
-    if not shown:
+        elif draws is None:
+            doc.p(f"{code(name)} uses augment = {code(aug)}, but its run folder records no draws of it (a run older "
+                  "than that record): not redrawn with today's code, which may augment differently.")
+        elif draws.ndim != 5 or draws.shape[0] < 1 or draws.shape[2:] != images.shape[1:]:
+            doc.p(f"{code(name)} uses augment = {code(aug)}, but its samples.npz holds draws of shape "
+                  f"{esc(draws.shape)}, not (images, draws, height, width, 3): not drawn.")
+        else:
+            drawn.add(aug)
+            path, rel = study.figure(f"augmentation-{common.slug(aug)}.png")
+            plot_augmentation(images, draws, aug, path)
+            doc.figure(rel, f"augment = {code(aug)} (used by {code(name)}): each row is a training image from "
+                            "samples.npz, first as stored, then draws of the run's own augmentation, recorded when "
+                            "it trained.")
+    if not used:
         doc.p("No variant uses data augmentation.")
 
 
@@ -211,12 +224,8 @@ def _evidence(c: analysis.Comparison) -> str:
 
 
 def _architecture_note(study: Study, a: str, b: str) -> str:
-    try:
-        ca, cb = config_of(study.variants[a].runs[0].run), config_of(study.variants[b].runs[0].run)
-    except Exception:  # noqa: BLE001
-        return ""
-    fields = [("widths", "filters per block"), ("convs_per_block", "convolutions per block"), ("dense_width", "dense width")]
-    diffs = [f"{label} {getattr(cb, f)} vs {getattr(ca, f)}" for f, label in fields if getattr(ca, f) != getattr(cb, f)]
+    ca, cb = study.variants[a].runs[0].run.config, study.variants[b].runs[0].run.config
+    diffs = [f"{label} {cb.get(k)} vs {ca.get(k)}" for k, label in ARCHITECTURE if ca.get(k) != cb.get(k)]
     if not diffs:
         return ""
     return (f" The two models also differ in architecture ({'; '.join(diffs)}), so a difference is not due to "

@@ -183,12 +183,6 @@ def run_label(run: Run) -> str:
     return f"{code(run.variant)} seed {run.seed}"
 
 
-def config_of(run: Run):
-    from ..config import from_dict
-
-    return from_dict(run.config)
-
-
 # ------------------------------------------------------------------------------------------- a study
 
 

@@ -275,7 +275,8 @@ def plot_misclassified(images: np.ndarray, true_names: list[str], pred_names: li
 
 def augmentation_grid(images: np.ndarray, augment_name: str, draws: int = 4) -> np.ndarray:
     """(n * (draws + 1), H, W, 3) uint8: each image as stored, then `draws` independent draws of the training
-    code's own augment() with a fixed generator (the same figure on every re-render)."""
+    code's own augment() with a fixed generator. The trainer logs it to TensorBoard; reports never call it: they
+    draw what the run recorded in samples.npz (plot_augmentation), not what today's code would do."""
     import torch
 
     from ..data.augment import augment
@@ -289,14 +290,17 @@ def augmentation_grid(images: np.ndarray, augment_name: str, draws: int = 4) -> 
     return np.stack([img for i in range(len(imgs)) for img in [imgs[i]] + [d[i] for d in drawn]])
 
 
-def plot_augmentation(images: np.ndarray, augment_name: str, path, draws: int = 4, max_images: int = 4,
-                      title: str = "") -> None:
-    """A few training images (rows): the original, then `draws` independent augmented versions."""
+def plot_augmentation(images: np.ndarray, augmented: np.ndarray, augment_name: str, path, max_draws: int = 4,
+                      max_images: int = 4, title: str = "") -> None:
+    """A few training images (rows): the original, then the augmented versions the run drew of it at training
+    time. images: (n, H, W, 3) uint8; augmented: (n, draws, H, W, 3) uint8, as samples.npz records them."""
     imgs = np.asarray(images)[:max_images]
-    grid = augmentation_grid(imgs, augment_name, draws)
+    drawn = np.asarray(augmented)[:len(imgs), :max_draws]
+    draws = drawn.shape[1]
     name = mpl_text(augment_name)
-    labels = [("original" if j == 0 else f"{name} draw {j}") for _ in range(len(imgs)) for j in range(draws + 1)]
-    _image_grid(list(grid), labels, draws + 1, path, title or f"augment = {augment_name}", cell=1.9)
+    grid = [img for original, row in zip(imgs, drawn) for img in [original, *row]]
+    labels = [("original" if j == 0 else f"{name} draw {j}") for _ in range(len(drawn)) for j in range(draws + 1)]
+    _image_grid(grid, labels, draws + 1, path, title or f"augment = {augment_name}", cell=1.9)
 
 
 def plot_forest(items: list[dict], path, xlabel: str, limit: float, margin: float = 0.0, title: str = "") -> dict:

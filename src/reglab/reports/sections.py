@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 
 from .. import stats
-from ..errors import UserError
+from ..models import mermaid
+from ..rundir import Run
 from .analysis import (Analysis, Comparison, accuracy_cell, epochs_cell, interval_text, mdd_text, per_seed_cell,
                        seed_summary, superiority_text, verdict_text, wall_cell)
 from .common import (ACC_BOUNDS, CONFIDENCE, COUNT, GAP_BOUNDS, LOSS, NONNEG, PCT, PP, RATE, SECONDS, fmt_int,
                      fmt_margin, fmt_p, slug)
 from .document import Document, code, esc
-from .facts import RunFacts, Study, Variant, config_of, problem_reason, run_label
+from .facts import RunFacts, Study, Variant, problem_reason, run_label
 
 # No absolute path here: a copied or moved study folder re-renders to the identical report.
 GENERATED = ("Generated from the run folders beside this report (`<variant>/seed-<seed>/`); "
@@ -134,27 +135,27 @@ def forest_figure(doc: Document, study: Study, an: Analysis, comps: list[Compari
 # -------------------------------------------------------------------------------------- architecture
 
 
-def architecture(doc: Document, f: RunFacts, ident: str, level: int = 3, title: str = "") -> None:
-    """The layer table (rebuilt from the run's own config.yaml, so it shows what was trained) and the diagram:
-    Mermaid in the Markdown, an inline SVG in the HTML."""
-    from ..models import build_model, count_params, layer_table, mermaid
+def architecture(doc: Document, run: Run, ident: str, level: int = 3, title: str = "") -> None:
+    """The layer table and diagram as the run recorded them when it trained (summary.json's `layers` and parameter
+    counts), under a heading of `level` (none at 0): Mermaid in the Markdown, an inline SVG in the HTML. Never
+    rebuilt with today's code, which may build something else."""
     from .plots import model_svg
 
-    try:
-        cfg = config_of(f.run)
-        model = build_model(cfg, f.classes or 10)
-        table = layer_table(model, cfg.image_size)
-    except (UserError, TypeError, ValueError, KeyError, RuntimeError) as e:
-        doc.p(f"The architecture cannot be rebuilt from this run's config.yaml ({esc(type(e).__name__)}: {esc(e)}).")
+    s = run.summary
+    if level:
+        doc.h(level, title or f"Architecture of {code(run.variant)}")
+    if not s.layers:
+        doc.p("Layer table: not recorded by this run (an older run folder).")
         return
-    doc.h(level, title or f"Architecture of {code(f.variant)}")
     doc.table(["Layer (type)", "Output shape", "Param #"],
-              [[f"{esc(r['name'])} ({esc(r['type'])})", esc(r["output_shape"]), fmt_int(r["params"])] for r in table])
-    t, nt = count_params(model)
+              [[f"{esc(r['name'])} ({esc(r['type'])})", esc(r["output_shape"]), fmt_int(r["params"])]
+               for r in s.layers])
+    t, nt = s.params_trainable, s.params_non_trainable
     doc.p(f"Total params: {fmt_int(t + nt)}; trainable: {fmt_int(t)}; non-trainable (batch-norm statistics): "
-          f"{fmt_int(nt)}.")
-    doc.diagram(mermaid(table, cfg.image_size), model_svg(table, cfg.image_size, ident=slug(ident)),
-                f"The layers of {code(f.variant)} in data order, grouped by block.")
+          f"{fmt_int(nt)}." if t is not None and nt is not None else "Parameter counts: not recorded by this run.")
+    size = run.config.get("image_size")
+    doc.diagram(mermaid(s.layers, size), model_svg(s.layers, size, ident=slug(ident)),
+                f"The layers of {code(run.variant)} in data order, grouped by block.")
 
 
 # ----------------------------------------------------------------------------------------- figures

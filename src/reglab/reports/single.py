@@ -146,21 +146,22 @@ def render_single(run_dir, quiet: bool = False) -> tuple[Path, Path]:
 
     doc.h(1, "Data augmentation")
     aug = str(run.config.get("augment", "none"))
-    images = run.samples()
+    samples = run.samples() or {}
+    images, draws = samples.get("images"), samples.get("augmented")
     if aug == "none":
         doc.p("This run uses no data augmentation.")
     elif images is None or len(images) == 0:
         doc.p(f"augment = {code(aug)}, but the run folder has no samples.npz to illustrate it.")
+    elif draws is None:
+        doc.p(f"augment = {code(aug)}, but the run folder records no draws of it (a run older than that record): not "
+              "redrawn with today's code, which may augment differently.")
     else:
         path, rel = _figure(run_dir, "augmentation.png")
-        try:
-            plot_augmentation(images, aug, path)
-            doc.figure(rel, f"augment = {code(aug)}: each row is a training image from samples.npz, first as stored, "
-                            "then independent draws of the training code's own augmentation.")
-        except (KeyError, ValueError) as e:
-            doc.p(f"augment = {code(aug)} cannot be drawn ({esc(e)}).")
+        plot_augmentation(images, draws, aug, path)
+        doc.figure(rel, f"augment = {code(aug)}: each row is a training image from samples.npz, first as stored, "
+                        "then draws of the run's own augmentation, recorded when it trained.")
 
-    architecture(doc, every, ident=run.variant, level=1, title="Architecture")
+    architecture(doc, run, ident=run.variant, level=1, title="Architecture")
     doc.h(1, "How to read the numbers")
     doc.bullets(method_notes(None, []))
     setup_section(doc, [every])
