@@ -26,10 +26,9 @@ from reglab.errors import UserError
 from reglab.models import build_model, count_params, layer_table
 from reglab.reports import analysis, common, facts
 from reglab.reports.ablation import render_ablation
-from reglab.reports.ablation import terminal_table as ablation_terminal_table
 from reglab.reports.analysis import analyze
 from reglab.reports.common import COUNT, PCT, PP
-from reglab.reports.compare import render_compare, terminal_table
+from reglab.reports.compare import render_compare
 from reglab.reports.document import esc, inline_html, plain, visible
 from reglab.reports.facts import load_study
 from reglab.reports.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
@@ -299,7 +298,7 @@ def test_terminal_table_shows_the_report_cells_without_markup(compare_study):
 
     root, md_path, _ = compare_study
     console = Console(record=True, width=250)
-    terminal_table(root, console=console)
+    render_compare(root, console=console)  # the terminal table is printed from the report's own analysis
     out = console.export_text()
     assert "Regularization techniques" in out and "`" not in out and "**" not in out
     assert "differs: higher by 15.33 pp" in out
@@ -567,11 +566,10 @@ def test_an_at_chance_pair_is_not_ranked(tmp_path, capsys):
     for c in an.accuracy + an.gap:
         assert c.not_ranked
         assert analysis.verdict_text(c, 0.01) == "**not ranked**: `regularized` and `basic` are both at chance"
-    md = render_compare(root)[0].read_text()
+    console = Console(record=True, width=250)
+    md = render_compare(root, console=console)[0].read_text()
     concl = section(md, "Conclusion")
     assert "higher than" not in concl and "lower than" not in concl and "**not ranked**" in concl
-    console = Console(record=True, width=250)
-    terminal_table(root, console=console)
     out = console.export_text()
     assert "at chance" in out and "not ranked (both at chance)" in out
 
@@ -596,7 +594,8 @@ def test_names_from_the_data_are_escaped_everywhere(tmp_path, capsys):
     names = [NASTY, MATH, "cassette player", "chain saw"]
     spec = {"odd|name*": ("basic", None, [(0, 0.60, 0.3)]), "regularized": ("regularized", None, [(0, 0.75, 0.05)])}
     root = make_study(tmp_path / "s", spec, class_names=names)
-    md_path, html_path = render_compare(root)  # matplotlib would fail on MATH as mathtext
+    console = Console(record=True, width=300)
+    md_path, html_path = render_compare(root, console=console)  # matplotlib would fail on MATH as mathtext
     md, html = md_path.read_text(), html_path.read_text()
     # Markdown: every special character escaped, the escape sequence visible, the table intact
     assert r"a\$b\|c\*\_\<i\>\\x1b\[31m" in md
@@ -608,8 +607,6 @@ def test_names_from_the_data_are_escaped_everywhere(tmp_path, capsys):
     assert "a$b|c*_&lt;i&gt;\\x1b[31m" in html and "<i>" not in html
     assert "odd|name*" in html
     # the stderr and terminal lines are single lines without escape sequences
-    console = Console(record=True, width=300)
-    terminal_table(root, console=console)
     out = console.export_text()
     assert "\x1b" not in out and "odd|name*" in out
     assert "\x1b" not in capsys.readouterr().err
@@ -750,11 +747,10 @@ def test_ablation_without_the_baseline_compares_with_the_first_variant_and_says_
     spec = {"no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0}, [(0, 0.70, 0.20)]),
             "none": ("none", None, [(0, 0.65, 0.30)])}
     root = make_study(tmp_path / "s", spec, kind="ablate")
-    md = render_ablation(root, baseline="full")[0].read_text()
+    console = Console(record=True, width=250)
+    md = render_ablation(root, baseline="full", console=console)[0].read_text()
     assert "the requested baseline `full` is not in this study" in md
     assert "bootstrap over images (one seed each)" in md
-    console = Console(record=True, width=250)
-    ablation_terminal_table(root, console=console)
     out = console.export_text()
     assert "no-dropout (baseline)" in out and "`" not in out
 
@@ -793,6 +789,75 @@ def test_single_report_of_a_failed_run_says_so(tmp_path, capsys):
     assert err.startswith("reglab: warning: run ") and "failed: the loss became NaN" in err
 
 
+def test_a_run_that_was_never_evaluated_shows_what_its_folder_holds(tmp_path, capsys):
+    run = make_run(tmp_path, "basic", "basic", 0, 0.5, 0.2, status="interrupted")
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("restored_val_loss", "restored_val_accuracy", "restored_val_correct", "clean_train_accuracy"):
+        summary.pop(key)
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "predictions.npz").unlink()
+    md = render_single(run)[0].read_text()
+    assert "this run is not finished (status interrupted)" in md
+    assert section(md, "Summary").strip() == "No results yet: the run has not been evaluated."
+    assert image_refs(md) == ["figures/curves.png"]  # the epochs so far
+    assert "| block1.conv1 (Conv2D) |" in section(md, "Architecture")
+    assert "was interrupted" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ one report path
+
+
+def test_every_report_is_one_load_and_one_analysis_written_twice(tmp_path, monkeypatch, capsys):
+    """The document and the terminal table are words for the same analysis: one load_study, one analyze."""
+    from reglab.reports.render import render_report
+
+    calls = {"load_study": 0, "analyze": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(facts, "load_study")
+    counted(analysis, "analyze")
+    for kind, spec in (("compare", compare_spec([0.60, 0.62], [0.75, 0.78])),
+                       ("ablate", {k: README[k] for k in ("full", "no-dropout")})):
+        calls.update(load_study=0, analyze=0)
+        root = make_study(tmp_path / kind, spec, kind=kind)
+        render_report(root)
+        out = capsys.readouterr().out
+        assert calls == {"load_study": 1, "analyze": 1}, kind
+        assert ("Summary of key differences" if kind == "compare" else "Ablation (report.md has every column)") in out
+
+
+def test_a_run_folder_and_a_study_go_through_one_path_and_the_same_sections(tmp_path, monkeypatch, capsys):
+    import reglab.reports.render as front
+    from reglab.reports import report, sections
+    from reglab.reports.compare import COMPARE
+    from reglab.reports.single import SINGLE
+
+    shared = {sections.per_class, sections.mistakes, sections.augmentation, sections.how_to_read}
+    assert shared <= set(SINGLE.sections) & set(COMPARE.sections)
+    rendered = []
+
+    def render(rep, study, *args, **kwargs):
+        rendered.append((rep, study.single))
+        return report.render(rep, study, *args, **kwargs)
+
+    monkeypatch.setattr(front, "render", render)
+    run = make_run(tmp_path / "one", "regularized", "regularized", 0, 0.75, 0.1)
+    root = make_study(tmp_path / "study", compare_spec([0.60], [0.75]))
+    front.render_report(run)
+    assert capsys.readouterr().out.splitlines() == [f"report: {run / 'report.md'} and {run / 'report.html'}"]
+    front.render_report(root)
+    assert rendered == [(SINGLE, True), (COMPARE, False)]
+    assert "| Class | `regularized` |" in section((run / "report.md").read_text(), "Per-class accuracy")
+
+
 def test_the_architecture_is_the_one_the_run_recorded_never_rebuilt(tmp_path, monkeypatch):
     import reglab.models
 
@@ -818,12 +883,12 @@ def test_the_architecture_is_the_one_the_run_recorded_never_rebuilt(tmp_path, mo
 
 def test_the_augmentation_figure_shows_the_draws_the_run_recorded(tmp_path, monkeypatch):
     import reglab.data.augment
-    from reglab.reports import single
+    from reglab.reports import sections
 
     drawn = []
-    real = single.plot_augmentation
+    real = sections.plot_augmentation
     monkeypatch.setattr(reglab.data.augment, "augment", lambda *a, **k: pytest.fail("the report re-ran augment()"))
-    monkeypatch.setattr(single, "plot_augmentation", lambda *a, **k: (drawn.append(a), real(*a, **k)))
+    monkeypatch.setattr(sections, "plot_augmentation", lambda *a, **k: (drawn.append(a), real(*a, **k)))
     run = make_run(tmp_path / "new", "regularized", "regularized", 0, 0.75, 0.1)
     old = make_run(tmp_path / "old", "regularized", "regularized", 0, 0.75, 0.1, legacy=True)
     md = render_single(run)[0].read_text()
