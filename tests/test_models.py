@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -61,10 +63,17 @@ def test_output_shape_any_size():
     assert net(torch.rand(2, 3, 64, 64)).shape == (2, 10)
 
 
-def test_mermaid_is_generated_from_the_model():
-    text = mermaid(model("regularized"), 160)
+def test_mermaid_is_generated_from_the_layer_table():
+    text = mermaid(layer_table(model("regularized"), 160), 160)
     assert text.startswith("flowchart TD") and text.count("Conv2D 3×3") == 6 and "Dense 10" in text
-    assert mermaid(model("basic"), 160).count("Conv2D 3×3") == 3
+    assert mermaid(layer_table(model("basic"), 160), 160).count("Conv2D 3×3") == 3
+
+
+def test_mermaid_draws_the_rows_a_run_recorded_in_summary_json():
+    rows = layer_table(model("regularized", image_size=32), 32)
+    recorded = json.loads(json.dumps(rows))  # as summary.json holds them: shapes are lists, nothing is rebuilt
+    assert mermaid(recorded, 32) == mermaid(rows, 32)
+    assert mermaid(recorded[:3], 32).count("-->") == 3  # exactly the rows given: input and three layers
 
 
 def test_summary_command_prints_keras_like_counts(capsys):

@@ -23,13 +23,12 @@ from reglab import stats
 from reglab.cli import main
 from reglab.config import dump_yaml, resolve
 from reglab.errors import UserError
-from reglab.models import build_model, count_params
+from reglab.models import build_model, count_params, layer_table
 from reglab.reports import analysis, common, facts
 from reglab.reports.ablation import render_ablation
-from reglab.reports.ablation import terminal_table as ablation_terminal_table
 from reglab.reports.analysis import analyze
 from reglab.reports.common import COUNT, PCT, PP
-from reglab.reports.compare import render_compare, terminal_table
+from reglab.reports.compare import render_compare
 from reglab.reports.document import esc, inline_html, plain, visible
 from reglab.reports.facts import load_study
 from reglab.reports.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
@@ -57,9 +56,16 @@ def pictures(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _params(model: str, overrides: str) -> tuple[int, int]:
+def _trained_model(model: str, overrides: str) -> tuple[int, int, list[dict]]:
+    """(trainable, non-trainable, layer table): what the trainer records in summary.json."""
     cfg = resolve(flag_values={"model": model, "image_size": SIZE, **json.loads(overrides)})
-    return count_params(build_model(cfg, len(CLASSES)))
+    net = build_model(cfg, len(CLASSES))
+    return (*count_params(net), json.loads(json.dumps(layer_table(net, SIZE))))
+
+
+def augmented_draws(images: np.ndarray) -> np.ndarray:
+    """(n, 3, H, W, 3) uint8 draws of an augmentation, as the trainer records them in samples.npz."""
+    return np.stack([images[:, :, ::-1], images[:, ::-1], np.rot90(images, axes=(1, 2))], axis=1)
 
 
 def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: float, epochs: int = 6,
@@ -106,9 +112,11 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:8]
     np.savez(out / "predictions.npz", labels=labels, probs=probs, worst_index=worst,
              worst_images=pictures(rng, len(worst)))
-    np.savez(out / "samples.npz", images=pictures(rng, 4))
+    samples = pictures(rng, 4)
+    np.savez(out / "samples.npz", images=samples,
+             **({} if cfg.augment == "none" or legacy else {"augmented": augmented_draws(samples)}))
 
-    trainable, frozen = _params(model, json.dumps(overrides or {}, sort_keys=True))
+    trainable, frozen, layers = _trained_model(model, json.dumps(overrides or {}, sort_keys=True))
     last = rows[-1]
     epochs_run = epochs
     names = class_names or CLASS_NAMES
@@ -128,7 +136,7 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
         "select_accuracy": last["select_accuracy"] if select else None,
         "restored_val_loss": 0.6 - 0.01 * seed, "restored_val_accuracy": acc, "restored_val_correct": correct,
         "clean_train_accuracy": min(acc + gap, 1.0), "clean_train_images": clean_n,
-        "params_trainable": trainable, "params_non_trainable": frozen,
+        "params_trainable": trainable, "params_non_trainable": frozen, "layers": layers,
         "wall_seconds": 12.5 + seed, "train_images_per_second": 1000.0, "regularizers": cfg.regularizers(),
         "provenance": {"started": f"2025-01-0{seed % 9 + 1}T10:00:00+00:00",
                        "ended": f"2025-01-0{seed % 9 + 1}T11:30:00+00:00",
@@ -139,9 +147,9 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
                        "software": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.1.0", "reglab": "0.1.0"},
                        "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True}},
     }
-    if legacy:  # a run folder written before clean accuracy, counts, designs and provenance were recorded
+    if legacy:  # a run folder written before clean accuracy, counts, designs, layers and provenance were recorded
         for key in ("chosen_on", "restored_val_correct", "clean_train_accuracy", "clean_train_images", "epochs_max",
-                    "provenance", "precision", "select_loss", "select_accuracy"):
+                    "provenance", "precision", "select_loss", "select_accuracy", "layers"):
             summary.pop(key)
         summary["dataset"].pop("identity")
         summary["software"] = {"python": "3.11.7", "torch": "2.13.0"}
@@ -225,7 +233,6 @@ def test_model_diagram_is_mermaid_in_markdown_and_svg_in_html(compare_study):
         ns = "{http://www.w3.org/2000/svg}"
         texts = [t.text for t in tree.iter(f"{ns}text")]
         cfg = resolve(flag_values={"model": model, "image_size": SIZE})
-        from reglab.models import layer_table
         layers = layer_table(build_model(cfg, len(CLASSES)), SIZE)
         assert sum(t.startswith("Conv2D 3×3") for t in texts) == sum(r["type"] == "Conv2D" for r in layers)
         assert len(tree.findall(f"{ns}path")) == len(layers)  # one arrow into every layer, from the input on
@@ -291,7 +298,7 @@ def test_terminal_table_shows_the_report_cells_without_markup(compare_study):
 
     root, md_path, _ = compare_study
     console = Console(record=True, width=250)
-    terminal_table(root, console=console)
+    render_compare(root, console=console)  # the terminal table is printed from the report's own analysis
     out = console.export_text()
     assert "Regularization techniques" in out and "`" not in out and "**" not in out
     assert "differs: higher by 15.33 pp" in out
@@ -559,11 +566,10 @@ def test_an_at_chance_pair_is_not_ranked(tmp_path, capsys):
     for c in an.accuracy + an.gap:
         assert c.not_ranked
         assert analysis.verdict_text(c, 0.01) == "**not ranked**: `regularized` and `basic` are both at chance"
-    md = render_compare(root)[0].read_text()
+    console = Console(record=True, width=250)
+    md = render_compare(root, console=console)[0].read_text()
     concl = section(md, "Conclusion")
     assert "higher than" not in concl and "lower than" not in concl and "**not ranked**" in concl
-    console = Console(record=True, width=250)
-    terminal_table(root, console=console)
     out = console.export_text()
     assert "at chance" in out and "not ranked (both at chance)" in out
 
@@ -588,7 +594,8 @@ def test_names_from_the_data_are_escaped_everywhere(tmp_path, capsys):
     names = [NASTY, MATH, "cassette player", "chain saw"]
     spec = {"odd|name*": ("basic", None, [(0, 0.60, 0.3)]), "regularized": ("regularized", None, [(0, 0.75, 0.05)])}
     root = make_study(tmp_path / "s", spec, class_names=names)
-    md_path, html_path = render_compare(root)  # matplotlib would fail on MATH as mathtext
+    console = Console(record=True, width=300)
+    md_path, html_path = render_compare(root, console=console)  # matplotlib would fail on MATH as mathtext
     md, html = md_path.read_text(), html_path.read_text()
     # Markdown: every special character escaped, the escape sequence visible, the table intact
     assert r"a\$b\|c\*\_\<i\>\\x1b\[31m" in md
@@ -600,8 +607,6 @@ def test_names_from_the_data_are_escaped_everywhere(tmp_path, capsys):
     assert "a$b|c*_&lt;i&gt;\\x1b[31m" in html and "<i>" not in html
     assert "odd|name*" in html
     # the stderr and terminal lines are single lines without escape sequences
-    console = Console(record=True, width=300)
-    terminal_table(root, console=console)
     out = console.export_text()
     assert "\x1b" not in out and "odd|name*" in out
     assert "\x1b" not in capsys.readouterr().err
@@ -742,11 +747,10 @@ def test_ablation_without_the_baseline_compares_with_the_first_variant_and_says_
     spec = {"no-dropout": ("regularized", {"dropout": 0.0, "dense_dropout": 0.0}, [(0, 0.70, 0.20)]),
             "none": ("none", None, [(0, 0.65, 0.30)])}
     root = make_study(tmp_path / "s", spec, kind="ablate")
-    md = render_ablation(root, baseline="full")[0].read_text()
+    console = Console(record=True, width=250)
+    md = render_ablation(root, baseline="full", console=console)[0].read_text()
     assert "the requested baseline `full` is not in this study" in md
     assert "bootstrap over images (one seed each)" in md
-    console = Console(record=True, width=250)
-    ablation_terminal_table(root, console=console)
     out = console.export_text()
     assert "no-dropout (baseline)" in out and "`" not in out
 
@@ -783,3 +787,129 @@ def test_single_report_of_a_failed_run_says_so(tmp_path, capsys):
     assert "this run is not finished (status failed): the loss became NaN" in md
     err = capsys.readouterr().err
     assert err.startswith("reglab: warning: run ") and "failed: the loss became NaN" in err
+
+
+def test_a_run_that_was_never_evaluated_shows_what_its_folder_holds(tmp_path, capsys):
+    run = make_run(tmp_path, "basic", "basic", 0, 0.5, 0.2, status="interrupted")
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("restored_val_loss", "restored_val_accuracy", "restored_val_correct", "clean_train_accuracy"):
+        summary.pop(key)
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "predictions.npz").unlink()
+    md = render_single(run)[0].read_text()
+    assert "this run is not finished (status interrupted)" in md
+    assert section(md, "Summary").strip() == "No results yet: the run has not been evaluated."
+    assert image_refs(md) == ["figures/curves.png"]  # the epochs so far
+    assert "| block1.conv1 (Conv2D) |" in section(md, "Architecture")
+    assert "was interrupted" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ one report path
+
+
+def test_every_report_is_one_load_and_one_analysis_written_twice(tmp_path, monkeypatch, capsys):
+    """The document and the terminal table are words for the same analysis: one load_study, one analyze."""
+    from reglab.reports.render import render_report
+
+    calls = {"load_study": 0, "analyze": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(facts, "load_study")
+    counted(analysis, "analyze")
+    for kind, spec in (("compare", compare_spec([0.60, 0.62], [0.75, 0.78])),
+                       ("ablate", {k: README[k] for k in ("full", "no-dropout")})):
+        calls.update(load_study=0, analyze=0)
+        root = make_study(tmp_path / kind, spec, kind=kind)
+        render_report(root)
+        out = capsys.readouterr().out
+        assert calls == {"load_study": 1, "analyze": 1}, kind
+        assert ("Summary of key differences" if kind == "compare" else "Ablation (report.md has every column)") in out
+
+
+def test_a_run_folder_and_a_study_go_through_one_path_and_the_same_sections(tmp_path, monkeypatch, capsys):
+    import reglab.reports.render as front
+    from reglab.reports import report, sections
+    from reglab.reports.compare import COMPARE
+    from reglab.reports.single import SINGLE
+
+    shared = {sections.per_class, sections.mistakes, sections.augmentation, sections.how_to_read}
+    assert shared <= set(SINGLE.sections) & set(COMPARE.sections)
+    rendered = []
+
+    def render(rep, study, *args, **kwargs):
+        rendered.append((rep, study.single))
+        return report.render(rep, study, *args, **kwargs)
+
+    monkeypatch.setattr(front, "render", render)
+    run = make_run(tmp_path / "one", "regularized", "regularized", 0, 0.75, 0.1)
+    root = make_study(tmp_path / "study", compare_spec([0.60], [0.75]))
+    front.render_report(run)
+    assert capsys.readouterr().out.splitlines() == [f"report: {run / 'report.md'} and {run / 'report.html'}"]
+    front.render_report(root)
+    assert rendered == [(SINGLE, True), (COMPARE, False)]
+    assert "| Class | `regularized` |" in section((run / "report.md").read_text(), "Per-class accuracy")
+
+
+def test_the_architecture_is_the_one_the_run_recorded_never_rebuilt(tmp_path, monkeypatch):
+    import reglab.models
+
+    run = make_run(tmp_path / "new", "regularized", "regularized", 0, 0.75, 0.1)
+    old = make_run(tmp_path / "old", "regularized", "regularized", 0, 0.75, 0.1, legacy=True)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["layers"] = summary["layers"][:2] + [dict(summary["layers"][-1], params=12345)]
+    summary["params_trainable"], summary["params_non_trainable"] = 13000, 345
+    (run / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(reglab.models, "build_model", lambda *a, **k: pytest.fail("the report rebuilt the model"))
+    monkeypatch.setattr(reglab.models, "layer_table", lambda *a, **k: pytest.fail("the report rebuilt the table"))
+    md, html = (p.read_text() for p in render_single(run))
+    arch = section(md, "Architecture")
+    assert arch.count("| block") == 2 and "| head.dense2 (Dense) | (None, 4) | 12,345 |" in arch
+    assert "Total params: 13,345; trainable: 13,000; non-trainable (batch-norm statistics): 345." in arch
+    assert arch.count(" --> ") == 3  # input and the three recorded layers
+    svg = re.search(r'<svg class="model-diagram".*?</svg>', html, flags=re.S).group(0)
+    assert len(ET.fromstring(svg).findall("{http://www.w3.org/2000/svg}path")) == 3
+    md = render_single(old)[0].read_text()
+    assert "Layer table: not recorded by this run (an older run folder)." in section(md, "Architecture")
+    assert "```mermaid" not in md
+
+
+def test_the_augmentation_figure_shows_the_draws_the_run_recorded(tmp_path, monkeypatch):
+    import reglab.data.augment
+    from reglab.reports import sections
+
+    drawn = []
+    real = sections.plot_augmentation
+    monkeypatch.setattr(reglab.data.augment, "augment", lambda *a, **k: pytest.fail("the report re-ran augment()"))
+    monkeypatch.setattr(sections, "plot_augmentation", lambda *a, **k: (drawn.append(a), real(*a, **k)))
+    run = make_run(tmp_path / "new", "regularized", "regularized", 0, 0.75, 0.1)
+    old = make_run(tmp_path / "old", "regularized", "regularized", 0, 0.75, 0.1, legacy=True)
+    md = render_single(run)[0].read_text()
+    with np.load(run / "samples.npz") as z:
+        images, augmented = z["images"], z["augmented"]
+    assert len(drawn) == 1 and np.array_equal(drawn[0][0], images) and np.array_equal(drawn[0][1], augmented)
+    assert "figures/augmentation.png" in image_refs(section(md, "Data augmentation"))
+    md = render_single(old)[0].read_text()
+    assert "records no draws of it (a run older than that record)" in section(md, "Data augmentation")
+    assert not (old / "figures" / "augmentation.png").exists() and len(drawn) == 1
+
+
+def test_a_variant_has_one_list_of_regularizers_and_an_unrecorded_one_says_so(tmp_path):
+    root = make_study(tmp_path / "s", compare_spec([0.60], [0.75]))
+    for variant in ("basic", "regularized"):
+        path = root / variant / "seed-0" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary.pop("regularizers")  # the oldest run folders did not record them
+        path.write_text(json.dumps(summary))
+    study = load_study(root, warn_stderr=False)
+    assert [v.regularizers for v in study.variants.values()] == [None, None]
+    md = render_compare(root, quiet=True)[0].read_text()
+    assert "| Regularization techniques | not recorded (an older run) | not recorded (an older run) |" in md
+    assert "Each model against `basic`" in md  # none recorded: the first variant is the reference

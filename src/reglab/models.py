@@ -171,10 +171,11 @@ def summary_text(model: nn.Module, image_size: int, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def mermaid(model: nn.Module, image_size: int, in_channels: int = 3) -> str:
-    """A Mermaid flowchart generated from the model (the notebook draws the regularized one by hand)."""
-    rows = layer_table(model, image_size, in_channels)
-    lines = ["flowchart TD", '    subgraph "Input"', f"        input[Input Image {image_size}×{image_size}×{in_channels}]", "    end"]
+def mermaid(rows: list[dict], image_size: int, in_channels: int = 3) -> str:
+    """A Mermaid flowchart of a layer table (`layer_table`'s rows, or those a run recorded at training time);
+    the notebook draws the regularized model by hand."""
+    lines = ["flowchart TD", '    subgraph "Input"',
+             f"        input[Input Image {image_size}×{image_size}×{in_channels}]", "    end"]
     groups: OrderedDict[str, list[dict]] = OrderedDict()
     for r in rows:
         groups.setdefault(r["name"].split(".")[0], []).append(r)
@@ -184,19 +185,20 @@ def mermaid(model: nn.Module, image_size: int, in_channels: int = 3) -> str:
         lines.append(f'    subgraph "{title}"')
         for r in members:
             node = r["name"].replace(".", "_")
-            lines.append(f"        {node}[{_mermaid_label(r)}]")
+            lines.append(f"        {node}[{layer_label(r)}]")
             chain.append(node)
         lines.append("    end")
     lines.append("    " + " --> ".join(chain))
     return "\n".join(lines)
 
 
-def _mermaid_label(r: dict) -> str:
+def layer_label(r: dict) -> str:
+    """A layer row in a few words, as the diagrams write it: 'Conv2D 3×3, 32, ReLU', 'Dense 10', 'MaxPool 2×2'."""
     shape = r["output_shape"]
     if r["type"] == "Conv2D":
         return f"Conv2D 3×3, {shape[-1]}, ReLU"
     if r["type"] == "Dense":
-        return f"Dense {shape[-1]}" + (", ReLU" if r["relu"] else "")
+        return f"Dense {shape[-1]}" + (", ReLU" if r.get("relu") else "")
     if r["type"] == "MaxPooling2D":
         return "MaxPool 2×2"
-    return r["type"]
+    return str(r["type"])

@@ -383,14 +383,15 @@ class Run:
     def predictions(self) -> dict | None:
         return read_predictions(self.path / "predictions.npz")
 
-    def samples(self) -> np.ndarray | None:
+    def samples(self) -> dict[str, np.ndarray] | None:
+        """samples.npz's arrays (images, and the augmented draws where the run recorded them); None when absent."""
         p = self.path / "samples.npz"
         if not p.exists():
             return None
         try:
             with np.load(p, allow_pickle=False) as z:
-                return z["images"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
             return None  # only an illustration: a damaged one is left out of the figure
 
 

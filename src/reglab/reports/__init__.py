@@ -1,1 +1,3 @@
-"""Reports: figures (plots), the compare report, the ablation report, and their shared document model."""
+"""Reports: every report is a study (facts) analysed once (analysis) and written through a list of shared sections
+(sections, report) into one document model (document): the compare, ablation and single-run reports, and figures
+(plots)."""

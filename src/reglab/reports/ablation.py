@@ -1,8 +1,9 @@
 """The ablation report: every variant against a baseline, each difference with one simultaneous interval and the
 verdict read off it (see analysis.py).
 
-`render_ablation(DIR, baseline="full", margin=0.01)` writes DIR/report.md (figures in DIR/figures/) and
-DIR/report.html; `terminal_table(DIR)` prints the variants table on the terminal.
+`ablation(baseline)` is its list of sections; `render_ablation(DIR, baseline="full", margin=0.01)` writes
+DIR/report.md (figures in DIR/figures/) and DIR/report.html, and prints the variants table on the terminal
+(report.render).
 """
 
 from __future__ import annotations
@@ -12,24 +13,14 @@ from pathlib import Path
 from . import analysis, common, facts, provenance, sections
 from .analysis import Analysis, seed_summary
 from .common import COUNT, PCT, PP
-from .compare import augmentation_section, print_rows
-from .document import Document, code, esc, write_document
+from .document import Document, code, esc
 from .facts import Study
+from .report import Report, render
 
 
 def _by_mean(study: Study) -> list[str]:
     """Variants by mean headline accuracy, highest first: a description of the table, not a ranking."""
     return sorted(study.variants, key=lambda v: -study.variants[v].mean("acc"))
-
-
-def _regularizers(study: Study, name: str) -> str:
-    regs = study.variants[name].runs[0].summary.regularizers
-    if regs is None:
-        try:
-            regs = facts.config_of(study.variants[name].runs[0].run).regularizers()
-        except Exception:  # noqa: BLE001 - named as unknown rather than stopping the report
-            regs = ["unknown"]
-    return ", ".join(esc(r) for r in regs) or "none"
 
 
 def ablation_rows(study: Study, an: Analysis) -> list[dict]:
@@ -82,7 +73,8 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
                for v in _by_mean(study)],
               id="per-seed")
     doc.h(2, "What each variant regularizes with")
-    doc.table(["Variant", "Regularizers"], [[code(v), _regularizers(study, v)] for v in study.variants])
+    doc.table(["Variant", "Regularizers"],
+              [[code(n), sections.regularizers_text(v)] for n, v in study.variants.items()])
 
 
 def conclusions(study: Study, an: Analysis) -> list[str]:
@@ -133,54 +125,58 @@ def conclusions(study: Study, an: Analysis) -> list[str]:
     return out
 
 
-def render_ablation(study_dir, baseline: str = "full", margin: float = 0.01, quiet: bool = False) -> tuple[Path, Path]:
-    """Render DIR/report.md and DIR/report.html for an ablation study. Returns both paths."""
-    study = facts.load_study(study_dir, warn_stderr=not quiet)
-    baseline, note = resolve_baseline(study, baseline)
-    an = analysis.analyze(study, baseline, margin)
-    doc = Document(f"reglab ablation against {esc(baseline)}")
-    doc.p(f"{sections.GENERATED} Each variant is compared with the baseline {code(baseline)} on the headline accuracy "
-          f"and on the measured generalization gap: {an.family}.")
-    if note:
-        doc.p(note)
-    sections.alerts(doc, study)
-    doc.p(facts.design_text(study.runs, study.design))
-    sections.runs_section(doc, study)
+def _intro(doc: Document, study: Study, an: Analysis) -> None:
+    doc.p(f"{sections.GENERATED} Each variant is compared with the baseline {code(an.reference)} on the headline "
+          f"accuracy and on the measured generalization gap: {an.family}.")
 
+
+def _variants(doc: Document, study: Study, an: Analysis) -> None:
     doc.h(1, "Variants")
     _tables(doc, study, an)
 
-    if an.m:
-        doc.h(1, f"Differences from {code(baseline)}")
-        sections.comparison_table(doc, an, an.accuracy, "accuracy", id="ablation-differences")
-        sections.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
-        doc.h(2, "Generalization gap")
-        sections.comparison_table(doc, an, an.gap, "generalization gap", id="ablation-gap-differences")
-        sections.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
 
-    doc.h(1, "Training curves")
-    for v in study.variants.values():
-        sections.seed_curves_figure(doc, study, v)
-    sections.gap_figure(doc, study)
-    augmentation_section(doc, study)
+def _differences(doc: Document, study: Study, an: Analysis) -> None:
+    if not an.m:
+        return
+    doc.h(1, f"Differences from {code(an.reference)}")
+    sections.comparison_table(doc, an, an.accuracy, "accuracy", id="ablation-differences")
+    sections.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
+    doc.h(2, "Generalization gap")
+    sections.comparison_table(doc, an, an.gap, "generalization gap", id="ablation-gap-differences")
+    sections.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
 
+
+def _conclusions(doc: Document, study: Study, an: Analysis) -> None:
     doc.h(1, "Conclusions")
     doc.bullets(conclusions(study, an))
-    doc.h(1, "How to read the statistics")
-    doc.bullets(analysis.method_notes(an, study.runs))
-    provenance.setup_section(doc, study.runs, study.meta)
-    return write_document(doc, study.path, "report")
 
 
-def terminal_table(study_dir, console=None, baseline: str = "full", margin: float = 0.01) -> None:
-    """The report's variants table on the terminal (rich), at-chance runs flagged."""
-    study = facts.load_study(study_dir, warn_stderr=False)
-    base, _ = resolve_baseline(study, baseline)
-    an = analysis.analyze(study, base, margin)
+def _terminal(study: Study, an: Analysis) -> tuple[list[dict], str]:
     keep = ("Variant", "Headline accuracy", "Generalization gap", "Epochs", "Seeds finished",
             f"Accuracy vs {code(an.reference)}")  # the report's table less what a terminal has no room for
     rows = [{k: v for k, v in row.items() if k in keep} for row in ablation_rows(study, an)]
-    print_rows(rows, "Ablation (report.md has every column)", console)
+    return rows, "Ablation (report.md has every column)"
 
 
-print_ablation_table = terminal_table  # the name before terminal_table
+def ablation(baseline: str = "full") -> Report:
+    """The ablation report against `baseline` (the study's first variant when it has no finished run of it)."""
+    def missing_baseline(doc: Document, study: Study, an: Analysis) -> None:
+        note = resolve_baseline(study, baseline)[1]
+        if note:
+            doc.p(note)
+
+    return Report(
+        title=lambda study, an: f"reglab ablation against {esc(an.reference)}",
+        reference=lambda study: resolve_baseline(study, baseline)[0],
+        sections=(_intro, missing_baseline, sections.alerts, sections.design, sections.runs_section, _variants,
+                  _differences, sections.training_curves, sections.gap_figure, sections.augmentation, _conclusions,
+                  sections.how_to_read, provenance.setup_section),
+        terminal=_terminal,
+    )
+
+
+def render_ablation(study_dir, baseline: str = "full", margin: float = 0.01, quiet: bool = False,
+                    console=None) -> tuple[Path, Path]:
+    """Render DIR/report.md and DIR/report.html for an ablation study (and print its variants table unless quiet).
+    Returns both paths."""
+    return render(ablation(baseline), facts.load_study(study_dir, warn_stderr=not quiet), margin, quiet, console)

@@ -141,6 +141,11 @@ class Comparison:
     def has_interval(self) -> bool:
         return math.isfinite(self.lo) and math.isfinite(self.hi)
 
+    @property
+    def bound(self) -> float:
+        """The difference's possible range is [-bound, bound]: 1 for accuracies, 2 for gaps (each spans 1)."""
+        return 1.0 if self.metric == "accuracy" else 2.0
+
 
 @dataclass
 class Analysis:
@@ -234,10 +239,9 @@ def _compare(V: Variant, R: Variant, metric: str, level: float, margin: float) -
             c.note = "no seed-level interval"
         missing = _image_level(c, V, R, metric, level)
         c.note += f", and {missing}" if missing else ": decided at the image level"
-    bound = 1.0 if metric == "accuracy" else 2.0  # the difference's possible range
-    if c.has_interval and (c.lo < -bound or c.hi > bound):
+    if c.has_interval and (c.lo < -c.bound or c.hi > c.bound):
         c.clipped = True
-        c.lo, c.hi = max(c.lo, -bound), min(c.hi, bound)
+        c.lo, c.hi = max(c.lo, -c.bound), min(c.hi, c.bound)
     c.verdict = stats.verdict(c.lo, c.hi, margin)
     c.not_ranked = V.at_chance and R.at_chance
     return c
@@ -340,9 +344,8 @@ def verdict_word(c: Comparison, margin: float) -> str:
 def mdd_text(c: Comparison) -> str:
     if not c.seed_level:
         return "n/a (image level)"
-    bound = 1.0 if c.metric == "accuracy" else 2.0
-    if math.isfinite(c.mdd) and c.mdd > bound:
-        return f"none: beyond the possible range (> {pp_abs(bound)})"
+    if math.isfinite(c.mdd) and c.mdd > c.bound:
+        return f"none: beyond the possible range (> {pp_abs(c.bound)})"
     return f"≈ {pp_abs(c.mdd)}" if math.isfinite(c.mdd) else "n/a"
 
 

@@ -1,50 +1,43 @@
 """The compare report: the notebook's "Comparison" section, recomputed from run folders.
 
-`render_compare(DIR)` writes DIR/report.md (figures in DIR/figures/) and a self-contained DIR/report.html.
-Every number, direction and verdict in the text comes from the runs' summary.json, metrics.csv and
-predictions.npz (see analysis.py for the statistics); nothing is written in advance. `terminal_table` prints the
-same "Summary of key differences" on the terminal.
+`COMPARE` is its list of sections; `render_compare(DIR)` writes DIR/report.md (figures in DIR/figures/) and a
+self-contained DIR/report.html, and prints the same "Summary of key differences" on the terminal (report.render).
+Every number, direction and verdict in the text comes from the runs' summary.json, config.yaml, metrics.csv and
+predictions.npz (see analysis.py for the statistics); nothing is written in advance.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-
-import numpy as np
 
 from . import analysis, common, facts, provenance, sections
 from .analysis import Analysis, seed_summary
 from .common import COUNT, PCT, PP, fmt_int
-from .document import Document, code, esc, write_document
-from .facts import Study, Variant, config_of
-from .plots import plot_augmentation, plot_confusion, plot_misclassified
+from .document import Document, code, esc
+from .facts import Study, Variant
+from .report import Report, render
+
+ARCHITECTURE = (("widths", "filters per block"), ("convs_per_block", "convolutions per block"),
+                ("dense_width", "dense width"))  # the config.yaml values that make two architectures differ
 
 
 def _architecture(v: Variant) -> str:
+    cfg = v.runs[0].run.config
     try:
-        cfg = config_of(v.runs[0].run)
-    except Exception as e:  # noqa: BLE001 - an unreadable config must not stop the report; it is named instead
+        widths, convs, dense, batchnorm = cfg["widths"], cfg["convs_per_block"], cfg["dense_width"], cfg["batchnorm"]
+        return (f"{len(widths)} conv blocks × {convs} conv ({'-'.join(map(str, widths))} filters), "
+                f"dense {dense}{', batch norm' if batchnorm else ''}")
+    except (KeyError, TypeError) as e:  # a config.yaml without them must not stop the report; it is named instead
         return f"not available ({esc(type(e).__name__)})"
-    return (f"{len(cfg.widths)} conv blocks × {cfg.convs_per_block} conv ({'-'.join(map(str, cfg.widths))} filters), "
-            f"dense {cfg.dense_width}{', batch norm' if cfg.batchnorm else ''}")
 
 
 def _params(v: Variant) -> str:
     s = v.runs[0].summary
     t, nt = s.params_trainable, s.params_non_trainable
     if t is None:
-        return "n/a"
+        return "not recorded by this run"
     return f"{fmt_int(t + (nt or 0))} total, {fmt_int(t)} trainable"
-
-
-def _regularizers(v: Variant) -> str:
-    regs = v.runs[0].summary.regularizers
-    if regs is None:
-        try:
-            regs = config_of(v.runs[0].run).regularizers()
-        except Exception:  # noqa: BLE001
-            regs = []
-    return ", ".join(esc(r) for r in regs) or "none"
 
 
 def _seeds(v: Variant) -> str:
@@ -55,12 +48,12 @@ def _seeds(v: Variant) -> str:
     return text
 
 
-def comparison_rows(study: Study, an: Analysis | None = None) -> list[dict]:
+def comparison_rows(study: Study, an: Analysis) -> list[dict]:
     """The notebook's "Summary of Key Differences": one dict per aspect, {"Aspect": ..., <variant>: cell} (markup)."""
     aspects = [
         ("Architecture", _architecture),
         ("Parameters", _params),
-        ("Regularization techniques", _regularizers),
+        ("Regularization techniques", sections.regularizers_text),
         ("Seeds", _seeds),
         ("Epochs run", analysis.epochs_cell),
         ("Best epoch", lambda v: seed_summary(v.values("best_epoch"), COUNT, common.NONNEG)),
@@ -73,7 +66,7 @@ def comparison_rows(study: Study, an: Analysis | None = None) -> list[dict]:
         ("Wall time (this machine)", analysis.wall_cell),
     ]
     rows = [{"Aspect": name, **{code(n): cell(v) for n, v in study.variants.items()}} for name, cell in aspects]
-    if an is not None and an.m:
+    if an.m:
         for metric, label in (("accuracy", "Verdict on accuracy"), ("gap", "Verdict on the gap")):
             row = {"Aspect": f"{label} vs {code(an.reference)}"}
             for n in study.variants:
@@ -83,17 +76,13 @@ def comparison_rows(study: Study, an: Analysis | None = None) -> list[dict]:
 
 
 def reference_variant(study: Study) -> str:
-    """The least-regularized variant (first on ties): the one the others are compared against."""
+    """The least-regularized variant (first on ties; one that did not record its regularizers, after those that
+    did): the one the others are compared against."""
     order = list(study.variants)
 
-    def n_regs(v: str) -> int:
-        regs = study.variants[v].runs[0].summary.regularizers
-        if regs is None:
-            try:
-                regs = config_of(study.variants[v].runs[0].run).regularizers()
-            except Exception:  # noqa: BLE001
-                regs = []
-        return len(regs)
+    def n_regs(v: str) -> float:
+        regs = study.variants[v].regularizers
+        return math.inf if regs is None else len(regs)
 
     return min(order, key=lambda v: (n_regs(v), order.index(v)))
 
@@ -101,19 +90,18 @@ def reference_variant(study: Study) -> str:
 # ------------------------------------------------------------------------------------------ sections
 
 
-def _model_section(doc: Document, study: Study, v: Variant) -> None:
-    doc.h(2, f"Model {code(v.name)}")
-    n = len(v.runs)
-    doc.p(f"Regularizers: {_regularizers(v)}. "
-          + ("One seed: every number below is a single run." if n == 1 else f"{n} seeds, with every seed's value."))
-    sections.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
-    doc.p(analysis.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "
-          + ", ".join(COUNT(f.best_epoch) for f in v.runs) + ".")
-    sections.architecture(doc, v.runs[0], ident=v.name)
-    sections.seed_curves_figure(doc, study, v)
+def key_differences(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Summary of key differences")
+    rows = comparison_rows(study, an)
+    doc.table(list(rows[0]), [list(r.values()) for r in rows], id="key-differences",
+              note="Headline = restored-best weights evaluated on val/. Generalization gap = clean training accuracy "
+                   "(restored-best weights, eval mode, un-augmented training images) minus the headline accuracy. "
+                   "One seed: Wilson interval; two seeds: both values; three or more: mean [95% t interval].")
 
 
-def _differences_section(doc: Document, study: Study, an: Analysis) -> None:
+def differences(doc: Document, study: Study, an: Analysis) -> None:
+    if not an.m:
+        return
     doc.h(1, "Differences and verdicts")
     doc.p(f"Each model against {code(an.reference)} (the least regularized), on the headline accuracy and on the "
           f"measured generalization gap: {an.family}.")
@@ -123,75 +111,28 @@ def _differences_section(doc: Document, study: Study, an: Analysis) -> None:
     sections.forest_figure(doc, study, an, an.gap, "forest-gap.png", "generalization gap")
 
 
-def per_class_section(doc: Document, study: Study) -> None:
-    doc.h(1, "Per-class accuracy")
-    per_variant, names = {}, None
-    for name, v in study.variants.items():
-        preds = [(f, f.predictions) for f in v.runs if f.predictions is not None]
-        if not preds:
-            doc.p(f"{code(name)} has no predictions.npz; no per-class results.")
-            continue
-        mats = [facts.confusion(p) for _, p in preds]
-        if names is not None and mats[0].shape[0] != len(names):
-            doc.p(f"{code(name)} was scored on {mats[0].shape[0]} classes, not {len(names)}: left out of the table.")
-            continue
-        names = names or facts.class_names(preds[0][0].run, mats[0].shape[0])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_variant[name] = np.stack([np.diag(m) / m.sum(axis=1) for m in mats])  # (seeds, classes)
-        path, rel = study.figure(f"confusion-{common.slug(name)}.png")
-        plot_confusion(sum(mats), names, path, title=f"{name}: confusion matrix (% of each true class)")
-        pooled = f", counts summed over {len(mats)} seeds" if len(mats) > 1 else ""
-        doc.figure(rel, f"Confusion matrix of {code(name)} on val/, restored-best weights{pooled}; each row (true "
-                        "class) sums to 100%.")
-    if per_variant:
-        header = ["Class"] + [code(v) for v in per_variant]
-        rows = [[esc(name)] + [seed_summary(list(acc[:, i]), PCT) for acc in per_variant.values()]
-                for i, name in enumerate(names)]
-        doc.table(header, rows, id="per-class",
-                  note="Recall per true class of the restored-best model, as seed_summary writes it: one seed as is, "
-                       "two as both values, three or more as mean [95% t interval].")
+def models(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Models")
+    for v in study.variants.values():
+        _model(doc, study, v)
 
 
-def mistakes_section(doc: Document, study: Study) -> None:
-    doc.h(1, "Most confidently misclassified validation images")
-    for name, v in study.variants.items():
-        f = v.runs[0]
-        pred = f.predictions
-        if pred is None or len(pred.get("worst_index", [])) == 0 or "worst_images" not in pred:
-            doc.p(f"{code(name)} (seed {f.seed}): no misclassified images recorded.")
-            continue
-        idx = pred["worst_index"].astype(np.int64)
-        guess = pred["probs"][idx].argmax(axis=1)
-        names = facts.class_names(f.run, pred["probs"].shape[1])
-        path, rel = study.figure(f"misclassified-{common.slug(name)}.png")
-        plot_misclassified(pred["worst_images"], [names[i] for i in pred["labels"][idx]], [names[i] for i in guess],
-                           [float(c) for c in pred["probs"][idx, guess]], path, title=f"{name} (seed {f.seed})")
-        doc.figure(rel, f"{code(name)}, seed {f.seed}: the {len(idx)} validation images it got wrong with the "
-                        "highest confidence, with true and predicted class (and the predicted probability).")
+def _model(doc: Document, study: Study, v: Variant) -> None:
+    doc.h(2, f"Model {code(v.name)}")
+    n = len(v.runs)
+    doc.p(f"Regularizers: {sections.regularizers_text(v)}. "
+          + ("One seed: every number below is a single run." if n == 1 else f"{n} seeds, with every seed's value."))
+    sections.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
+    doc.p(analysis.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "
+          + ", ".join(COUNT(f.best_epoch) for f in v.runs) + ".")
+    sections.architecture(doc, v.runs[0].run, ident=v.name)
+    sections.seed_curves_figure(doc, study, v)
 
 
-def augmentation_section(doc: Document, study: Study) -> None:
-    doc.h(1, "Data augmentation")
-    shown = set()
-    for name, v in study.variants.items():
-        aug = str(v.runs[0].run.config.get("augment", "none"))
-        if aug == "none" or aug in shown:
-            continue
-        images = v.runs[0].run.samples()
-        if images is None or len(images) == 0:
-            doc.p(f"{code(name)} uses augment = {code(aug)} but its run folder has no samples.npz to illustrate it.")
-            continue
-        shown.add(aug)
-        path, rel = study.figure(f"augmentation-{common.slug(aug)}.png")
-        try:
-            plot_augmentation(images, aug, path)
-        except (KeyError, ValueError) as e:
-            doc.p(f"augment = {code(aug)} cannot be drawn ({esc(e)}).")
-            continue
-        doc.figure(rel, f"augment = {code(aug)} (used by {code(name)}): each row is a training image from "
-                        "samples.npz, first as stored, then independent draws of the training code's own augmentation.")
-    if not shown:
-        doc.p("No variant uses data augmentation.")
+def curves_compared(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Training curves compared")
+    sections.overlay_figure(doc, study, an)
+    sections.gap_figure(doc, study, an)
 
 
 # ---------------------------------------------------------------------------------------- conclusion
@@ -224,16 +165,18 @@ def _evidence(c: analysis.Comparison) -> str:
 
 
 def _architecture_note(study: Study, a: str, b: str) -> str:
-    try:
-        ca, cb = config_of(study.variants[a].runs[0].run), config_of(study.variants[b].runs[0].run)
-    except Exception:  # noqa: BLE001
-        return ""
-    fields = [("widths", "filters per block"), ("convs_per_block", "convolutions per block"), ("dense_width", "dense width")]
-    diffs = [f"{label} {getattr(cb, f)} vs {getattr(ca, f)}" for f, label in fields if getattr(ca, f) != getattr(cb, f)]
+    ca, cb = study.variants[a].runs[0].run.config, study.variants[b].runs[0].run.config
+    diffs = [f"{label} {cb.get(k)} vs {ca.get(k)}" for k, label in ARCHITECTURE if ca.get(k) != cb.get(k)]
     if not diffs:
         return ""
     return (f" The two models also differ in architecture ({'; '.join(diffs)}), so a difference is not due to "
             "regularization alone.")
+
+
+def conclusion_section(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Conclusion")
+    for paragraph in conclusion(study, an):
+        doc.p(paragraph)
 
 
 def conclusion(study: Study, an: Analysis) -> list[str]:
@@ -276,65 +219,20 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
     return out
 
 
-# -------------------------------------------------------------------------------------------- render
+# -------------------------------------------------------------------------------------------- report
 
 
-def render_compare(study_dir, margin: float = 0.01, quiet: bool = False) -> tuple[Path, Path]:
-    """Render DIR/report.md and DIR/report.html from the run folders under DIR. Returns both paths."""
-    study = facts.load_study(study_dir, warn_stderr=not quiet)
-    an = analysis.analyze(study, reference_variant(study), margin)
-    names = " vs ".join(study.variants)
-    doc = Document(f"reglab compare: {esc(names)}")
-    doc.p(sections.GENERATED)
-    sections.alerts(doc, study)
-    doc.p(facts.design_text(study.runs, study.design))
-    sections.runs_section(doc, study)
-
-    doc.h(1, "Summary of key differences")
-    rows = comparison_rows(study, an)
-    doc.table(list(rows[0]), [list(r.values()) for r in rows], id="key-differences",
-              note="Headline = restored-best weights evaluated on val/. Generalization gap = clean training accuracy "
-                   "(restored-best weights, eval mode, un-augmented training images) minus the headline accuracy. "
-                   "One seed: Wilson interval; two seeds: both values; three or more: mean [95% t interval].")
-    if an.m:
-        _differences_section(doc, study, an)
-
-    doc.h(1, "Models")
-    for v in study.variants.values():
-        _model_section(doc, study, v)
-
-    doc.h(1, "Training curves compared")
-    sections.overlay_figure(doc, study)
-    sections.gap_figure(doc, study)
-    per_class_section(doc, study)
-    mistakes_section(doc, study)
-    augmentation_section(doc, study)
-
-    doc.h(1, "Conclusion")
-    for paragraph in conclusion(study, an):
-        doc.p(paragraph)
-    doc.h(1, "How to read the statistics")
-    doc.bullets(analysis.method_notes(an, study.runs))
-    provenance.setup_section(doc, study.runs, study.meta)
-    return write_document(doc, study.path, "report")
+COMPARE = Report(
+    title=lambda study, an: f"reglab compare: {esc(' vs '.join(study.variants))}",
+    reference=reference_variant,
+    sections=(sections.generated, sections.alerts, sections.design, sections.runs_section, key_differences,
+              differences, models, curves_compared, sections.per_class, sections.mistakes, sections.augmentation,
+              conclusion_section, sections.how_to_read, provenance.setup_section),
+    terminal=lambda study, an: (comparison_rows(study, an), "Summary of key differences"),
+)
 
 
-def print_rows(rows: list[dict], title: str, console=None) -> None:
-    """Report rows (same-keyed dicts of markup) as a rich table: plain text, no markup, one line per cell."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=Text(title), show_lines=True)
-    for key in rows[0] if rows else []:
-        table.add_column(Text(common.terminal(str(key))), overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(common.terminal(str(v))) for v in row.values()))
-    (console or Console(stderr=False)).print(table)
-
-
-def terminal_table(study_dir, console=None, margin: float = 0.01) -> None:
-    """The report's "Summary of key differences" on the terminal (rich), at-chance runs flagged."""
-    study = facts.load_study(study_dir, warn_stderr=False)
-    an = analysis.analyze(study, reference_variant(study), margin)
-    print_rows(comparison_rows(study, an), "Summary of key differences", console)
+def render_compare(study_dir, margin: float = 0.01, quiet: bool = False, console=None) -> tuple[Path, Path]:
+    """Render DIR/report.md and DIR/report.html from the run folders under DIR (and print the summary table unless
+    quiet). Returns both paths."""
+    return render(COMPARE, facts.load_study(study_dir, warn_stderr=not quiet), margin, quiet, console)

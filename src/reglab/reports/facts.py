@@ -1,5 +1,7 @@
 """What a report knows about runs and a study: the facts of one run (with the fallbacks for older run folders),
 why a run is not among the finished ones, and the study loaded whole (every run, whatever its status) and checked.
+Every report is a study: `load_study(DIR)` for a study folder, `load_run_study(RUN_DIR)` for one run folder (a
+study of one variant and one seed, rendered through the same sections).
 
 No run vanishes: failed, interrupted, damaged and at-chance runs are kept, named with their seeds and reasons in
 the report's alerts and on stderr.
@@ -19,8 +21,8 @@ from .. import stats
 from ..data.folder import scan
 from ..data.identity import describe_change, identity
 from ..errors import UserError
-from ..rundir import Run, Summary, scan_study
-from .common import CONFIDENCE, NAN, PCT, RATE, _num, fmt_int, p_text, warn
+from ..rundir import Run, Summary, load_run, scan_study
+from .common import CONFIDENCE, NAN, PCT, RATE, _num, fmt_int, p_text, slug, warn
 from ..text import visible
 from .document import code, esc, plain
 
@@ -183,12 +185,6 @@ def run_label(run: Run) -> str:
     return f"{code(run.variant)} seed {run.seed}"
 
 
-def config_of(run: Run):
-    from ..config import from_dict
-
-    return from_dict(run.config)
-
-
 # ------------------------------------------------------------------------------------------- a study
 
 
@@ -208,6 +204,22 @@ class Variant:
         """Every finished seed is at chance: the variant as a whole shows no learning."""
         return bool(self.runs) and all(f.at_chance for f in self.runs)
 
+    @property
+    def regularizers(self) -> list[str] | None:
+        """What the variant regularizes with, in words, as its first finished run recorded them (None: a run
+        older than that record; today's code is not asked, since it may describe something else)."""
+        return self.runs[0].summary.regularizers if self.runs else None
+
+    @property
+    def described(self) -> list[Run]:
+        """The runs the figures and the setup describe: the finished ones, or without any, what there is."""
+        return [f.run for f in self.runs] or self.others
+
+    @property
+    def series(self) -> dict[int, list[dict]]:
+        """{seed: metrics.csv rows} of the described runs: the input of the curve plots."""
+        return {r.seed: r.metrics for r in self.described}
+
     def values(self, key: str) -> list[float]:
         return [f.value(key) for f in self.runs]
 
@@ -223,10 +235,17 @@ class Study:
     unfinished: dict[str, Variant]  # variants none of whose runs finished
     alerts: list[str] = field(default_factory=list)  # markup warnings at the top of the report
     design: str = "val"  # "val", "selection split" or "mixed"
+    single: bool = False  # one run folder, reported as a study of itself (its words say "this run")
 
     @property
     def runs(self) -> list[RunFacts]:
         return [f for v in self.variants.values() for f in v.runs]
+
+    @property
+    def shown(self) -> dict[str, Variant]:
+        """The variants the figures and the setup describe: those with a finished run; without any (a run folder
+        that has not finished), the unfinished ones, with what they hold so far."""
+        return self.variants or self.unfinished
 
     @property
     def all_variants(self) -> dict[str, Variant]:
@@ -237,7 +256,9 @@ class Study:
 
     @property
     def problems(self) -> list[Run]:
-        return [r for v in self.all_variants.values() for r in v.others]
+        """Every run that did not finish (a run folder's own run may have been evaluated and still have failed)."""
+        return [r for v in self.all_variants.values() for r in [f.run for f in v.runs] + v.others
+                if r.status != "finished"]
 
     @property
     def colors(self) -> dict[str, str]:
@@ -254,6 +275,11 @@ class Study:
     def figure(self, name: str) -> tuple[Path, str]:
         """(absolute path to write, path relative to the study folder to reference)."""
         return self.path / "figures" / name, f"figures/{name}"
+
+    def figure_of(self, kind: str, what: str) -> tuple[Path, str]:
+        """The figure of `kind` for one variant (or augmentation): figures/<kind>-<what>.png in a study,
+        figures/<kind>.png in a run folder, which holds only one of each."""
+        return self.figure(f"{kind}.png" if self.single else f"{kind}-{slug(what)}.png")
 
 
 def _status_counts(runs: list[Run]) -> str:
@@ -296,16 +322,34 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
     return study
 
 
+def load_run_study(run_dir, warn_stderr: bool = True) -> Study:
+    """One run folder as a study of one variant and one seed, whatever its status: a run that has not been
+    evaluated is kept among the unfinished, and the report shows what its folder holds so far."""
+    from .plots import color
+
+    run = load_run(run_dir, check_predictions=False)  # a damaged predictions.npz is named in the report instead
+    evaluated = run.summary.restored_val_accuracy is not None
+    v = Variant(run.variant, color(0), [run_facts(run)] if evaluated else [], [] if evaluated else [run])
+    study = Study(Path(run_dir), {}, {v.name: v} if evaluated else {}, {} if evaluated else {v.name: v}, single=True)
+    _check(study, warn_stderr)
+    return study
+
+
 def _check(study: Study, warn_stderr: bool) -> None:
     """Fill study.alerts (for the report) and say the same on stderr, one line each."""
     lines = []
     for run in study.problems:
-        study.alerts.append(f"Run {run_label(run)} ({esc(run.path.parent.name + '/' + run.path.name)}) is not in "
-                            f"the results: {problem_reason(run)}.")
+        study.alerts.append(
+            f"this run is not finished (status {esc(run.status)}): {problem_detail(run)}. The report shows what "
+            "the folder holds so far." if study.single else
+            f"Run {run_label(run)} ({esc(run.path.parent.name + '/' + run.path.name)}) is not in the results: "
+            f"{problem_reason(run)}.")
         verb = PROBLEM_WORDS.get(run.status, ("", f"has status {run.status}"))[1]
         lines.append(f"run {run.path} {verb}: {plain(problem_detail(run))}")
     for f in study.runs:
         if f.at_chance:
+            if study.single:  # a study lists them in its runs section
+                study.alerts.append(f"this run is **at chance**: {f.chance_reason}.")
             lines.append(f"run {f.run.path} is at chance: {plain(f.chance_reason)}")
     prints = {}
     for f in study.runs:
@@ -317,17 +361,24 @@ def _check(study: Study, warn_stderr: bool) -> None:
         study.alerts.append(f"**These runs were trained on different data** (the fingerprints of their file lists "
                             f"differ): {parts}. Comparisons between them mix datasets.")
         lines.append(f"runs under {study.path} were trained on different data: " + plain(parts))
-    for path, change in data_changes([f.summary for f in study.runs]):
-        study.alerts.append(f"**The data has changed since these runs were trained**: {esc(path)}: {esc(change)}. "
-                            "The numbers below are those of the data as it was; a rerun would refuse to mix the two.")
-        lines.append(f"the data at {path} has changed since the runs under {study.path} were trained: {change}")
+    for path, change in data_changes([r.summary for v in study.shown.values() for r in v.described]):
+        if study.single:
+            study.alerts.append(f"**the data has changed since this run was trained**: {esc(path)}: {esc(change)}. "
+                                "The numbers below are those of the data as it was; `--resume` would refuse to "
+                                "continue on it.")
+            lines.append(f"the data at {path} has changed since {study.path} was trained: {change}")
+        else:
+            study.alerts.append(f"**The data has changed since these runs were trained**: {esc(path)}: "
+                                f"{esc(change)}. The numbers below are those of the data as it was; a rerun would "
+                                "refuse to mix the two.")
+            lines.append(f"the data at {path} has changed since the runs under {study.path} were trained: {change}")
     sizes = {f.n for f in study.runs}
     if len(known) <= 1 and len(sizes) > 1:
         study.alerts.append(f"**The runs were evaluated on val/ sets of different sizes** "
                             f"({', '.join(fmt_int(s) for s in sorted(sizes))} images): they used different data.")
         lines.append(f"runs under {study.path} were evaluated on val/ sets of different sizes")
-    designs = {f.chosen_on for f in study.runs}
-    study.design = designs.pop() if len(designs) == 1 else "mixed"
+    designs = {f.chosen_on for f in study.runs}  # none in a run folder that has not been evaluated
+    study.design = "mixed" if len(designs) > 1 else designs.pop() if designs else study.design
     if study.design == "mixed":
         by = {}
         for f in study.runs:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .. import atomic
+from ..models import layer_label
 from ..text import visible
 
 DPI = 100
@@ -274,7 +275,8 @@ def plot_misclassified(images: np.ndarray, true_names: list[str], pred_names: li
 
 def augmentation_grid(images: np.ndarray, augment_name: str, draws: int = 4) -> np.ndarray:
     """(n * (draws + 1), H, W, 3) uint8: each image as stored, then `draws` independent draws of the training
-    code's own augment() with a fixed generator (the same figure on every re-render)."""
+    code's own augment() with a fixed generator. The trainer logs it to TensorBoard; reports never call it: they
+    draw what the run recorded in samples.npz (plot_augmentation), not what today's code would do."""
     import torch
 
     from ..data.augment import augment
@@ -288,14 +290,17 @@ def augmentation_grid(images: np.ndarray, augment_name: str, draws: int = 4) -> 
     return np.stack([img for i in range(len(imgs)) for img in [imgs[i]] + [d[i] for d in drawn]])
 
 
-def plot_augmentation(images: np.ndarray, augment_name: str, path, draws: int = 4, max_images: int = 4,
-                      title: str = "") -> None:
-    """A few training images (rows): the original, then `draws` independent augmented versions."""
+def plot_augmentation(images: np.ndarray, augmented: np.ndarray, augment_name: str, path, max_draws: int = 4,
+                      max_images: int = 4, title: str = "") -> None:
+    """A few training images (rows): the original, then the augmented versions the run drew of it at training
+    time. images: (n, H, W, 3) uint8; augmented: (n, draws, H, W, 3) uint8, as samples.npz records them."""
     imgs = np.asarray(images)[:max_images]
-    grid = augmentation_grid(imgs, augment_name, draws)
+    drawn = np.asarray(augmented)[:len(imgs), :max_draws]
+    draws = drawn.shape[1]
     name = mpl_text(augment_name)
-    labels = [("original" if j == 0 else f"{name} draw {j}") for _ in range(len(imgs)) for j in range(draws + 1)]
-    _image_grid(list(grid), labels, draws + 1, path, title or f"augment = {augment_name}", cell=1.9)
+    grid = [img for original, row in zip(imgs, drawn) for img in [original, *row]]
+    labels = [("original" if j == 0 else f"{name} draw {j}") for _ in range(len(drawn)) for j in range(draws + 1)]
+    _image_grid(grid, labels, draws + 1, path, title or f"augment = {augment_name}", cell=1.9)
 
 
 def plot_forest(items: list[dict], path, xlabel: str, limit: float, margin: float = 0.0, title: str = "") -> dict:
@@ -351,26 +356,16 @@ def plot_forest(items: list[dict], path, xlabel: str, limit: float, margin: floa
 # ------------------------------------------------------------------------------------------ the diagram
 
 
-def _layer_label(r: dict) -> str:
-    shape = r["output_shape"]
-    if r["type"] == "Conv2D":
-        return f"Conv2D 3×3, {shape[-1]}, ReLU"
-    if r["type"] == "Dense":
-        return f"Dense {shape[-1]}" + (", ReLU" if r.get("relu") else "")
-    if r["type"] == "MaxPooling2D":
-        return "MaxPool 2×2"
-    return str(r["type"])
-
-
 def model_svg(rows: list[dict], image_size: int, in_channels: int = 3, ident: str = "m") -> str:
-    """The model as an inline SVG flowchart, drawn from models.layer_table rows: one column per block (the
-    Mermaid diagram's subgraphs), layers top to bottom, arrows in data order. Needs no script and no network."""
+    """The model as an inline SVG flowchart, drawn from layer-table rows (models.layer_table's, as a run recorded
+    them in summary.json): one column per block (the Mermaid diagram's subgraphs), layers top to bottom, arrows in
+    data order. Needs no script and no network."""
     groups: OrderedDict[str, list[dict]] = OrderedDict([("Input", [{"label": f"Input {image_size}×{image_size}×"
                                                                               f"{in_channels}"}])])
     for r in rows:
         g = r["name"].split(".")[0]
         title = "Fully connected" if g == "head" else g.replace("block", "Block ")
-        groups.setdefault(title, []).append({"label": _layer_label(r), "shape": r["output_shape"]})
+        groups.setdefault(title, []).append({"label": layer_label(r), "shape": r["output_shape"]})
     box_w, box_h, gap_y, col_w, pad, head = 168, 28, 16, 196, 14, 26
     tallest = max(len(m) for m in groups.values())
     height = pad * 2 + head + tallest * (box_h + gap_y)

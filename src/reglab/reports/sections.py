@@ -1,28 +1,54 @@
-"""The document sections that compare, ablation and single-run reports share: the runs and alerts, a variant's
-metric table, the comparison tables and forest plots, the architecture, and the curve and gap figures."""
+"""The sections every report is made of. A section is a function `(doc, study, an)` that appends its blocks for
+one loaded study and its one analysis; a report (report.py) is a title and a list of sections, so a new section is
+one function here and one line in each report that shows it. The building blocks below the sections (a variant's
+metric table, a comparison table, a forest plot, an architecture, a curve figure) take what they draw.
+
+A run folder is a study of one variant and one seed (`Study.single`): the same sections, its own figure names."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import stats
-from ..errors import UserError
-from .analysis import (Analysis, Comparison, accuracy_cell, epochs_cell, interval_text, mdd_text, per_seed_cell,
-                       seed_summary, superiority_text, verdict_text, wall_cell)
-from .common import (ACC_BOUNDS, CONFIDENCE, COUNT, GAP_BOUNDS, LOSS, NONNEG, PCT, PP, RATE, SECONDS, fmt_int,
+from ..models import mermaid
+from ..rundir import Run
+from .analysis import (Analysis, Comparison, accuracy_cell, epochs_cell, interval_text, mdd_text, method_notes,
+                       per_seed_cell, seed_summary, superiority_text, verdict_text, wall_cell)
+from .common import (ACC_BOUNDS, CONFIDENCE, COUNT, GAP_BOUNDS, LOSS, NONNEG, PCT, PP, RATE, SECONDS, _num, fmt_int,
                      fmt_margin, fmt_p, slug)
 from .document import Document, code, esc
-from .facts import RunFacts, Study, Variant, config_of, problem_reason, run_label
+from .facts import Study, Variant, class_names, confusion, design_text, problem_reason, run_label
+from .plots import (model_svg, plot_augmentation, plot_confusion, plot_forest, plot_gap_grid, plot_misclassified,
+                    plot_overlay, plot_seed_curves)
 
 # No absolute path here: a copied or moved study folder re-renders to the identical report.
 GENERATED = ("Generated from the run folders beside this report (`<variant>/seed-<seed>/`); "
              "every number below is computed from them.")
+RUN_GENERATED = "Generated from the files of this run folder; every number below is computed from them."
+NOT_EVALUATED = "No results yet: the run has not been evaluated."
 
 
-# ----------------------------------------------------------------------------------- runs and chance
+# ------------------------------------------------------------------------------ the top of a report
 
 
-def runs_section(doc: Document, study: Study) -> None:
+def generated(doc: Document, study: Study, an: Analysis) -> None:
+    doc.p(RUN_GENERATED if study.single else GENERATED)
+
+
+def alerts(doc: Document, study: Study, an: Analysis) -> None:
+    for text in study.alerts:
+        doc.warning("**Warning:** " + text)
+
+
+def design(doc: Document, study: Study, an: Analysis) -> None:
+    """Which design produced the headline accuracy (nothing to say before a run is evaluated)."""
+    if study.runs:
+        doc.p(design_text(study.runs, study.design))
+
+
+def runs_section(doc: Document, study: Study, an: Analysis) -> None:
     """No run vanishes: per variant k of n finished (exact interval), what did not finish, what is at chance."""
     doc.h(1, "Runs")
     rows = []
@@ -42,12 +68,64 @@ def runs_section(doc: Document, study: Study) -> None:
                      for f in flagged])
 
 
-def alerts(doc: Document, study: Study) -> None:
-    for text in study.alerts:
-        doc.warning("**Warning:** " + text)
-
-
 # ------------------------------------------------------------------------------------------- metrics
+
+
+def regularizers_text(v: Variant) -> str:
+    regs = v.regularizers
+    if regs is None:
+        return "not recorded (an older run)"
+    return ", ".join(esc(r) for r in regs) or "none"
+
+
+def run_summary(doc: Document, study: Study, an: Analysis) -> None:
+    """The one run of a run folder, metric by metric (the headline with its Wilson interval over images)."""
+    doc.h(1, "Summary")
+    if not study.runs:
+        doc.p(NOT_EVALUATED)
+        return
+    v = next(iter(study.variants.values()))
+    doc.table(["Metric", "Value"], _run_rows(v), id="summary",
+              note="The Wilson interval covers the sampling of validation images only; a single run says nothing "
+                   "about seed-to-seed variation.")
+
+
+def _run_rows(v: Variant) -> list[list[str]]:
+    f = v.runs[0]
+    s = f.summary
+    lo, hi = f.wilson
+    chooser = "selection split" if f.chosen_on == "selection split" else "val/"
+    rows = [
+        ["Restored-best accuracy on val/ (headline)",
+         f"{PCT(f.acc)} ({f.correct:,} of {f.n:,} images; Wilson 95% [{PCT(lo)}, {PCT(hi)}])"
+         + (" **at chance**" if f.at_chance else "")],
+        ["Restored-best loss on val/", LOSS(_num(s.restored_val_loss))],
+        ["Clean training accuracy (restored-best weights, eval mode, un-augmented)",
+         f"{PCT(f.clean)} ({fmt_int(f.clean_n)} training images)" if f.gap_measured else "not measured (an older run)"],
+        ["Generalization gap (clean training − headline accuracy)",
+         PP(f.gap) + ("" if f.gap_measured else " (older run: final running train − final val accuracy)")],
+        ["Final-epoch training accuracy (Keras-style running value, augmentation and dropout on)",
+         PCT(_num(s.train_accuracy))],
+        ["Final-epoch training loss (running)", LOSS(_num(s.train_loss))],
+    ]
+    if f.chosen_on == "selection split":
+        rows += [["Final-epoch selection-split accuracy", PCT(_num(s.select_accuracy))],
+                 ["Final-epoch selection-split loss", LOSS(_num(s.select_loss))]]
+    else:
+        rows += [["Final-epoch val/ accuracy", PCT(_num(s.val_accuracy))],
+                 ["Final-epoch val/ loss", LOSS(_num(s.val_loss))]]
+    speed = _num(s.train_images_per_second)
+    rows += [
+        ["Epochs", f"{f.epochs_text()}" + (f" (cap {f.epochs_max})" if f.epochs_max and not f.censored else "")],
+        [f"Best epoch (chosen on {chooser})", COUNT(f.best_epoch)],
+        ["Wall time (this machine)", SECONDS(_num(s.wall_seconds))],
+        ["Training throughput", f"{speed:.1f} images/s" if math.isfinite(speed) else "n/a"],
+        ["Precision", esc(s.precision or "not recorded")],
+        ["Parameters", f"{fmt_int(s.params_trainable)} trainable, {fmt_int(s.params_non_trainable)} non-trainable"
+         if s.params_trainable is not None else "not recorded by this run"],
+        ["Regularizers", regularizers_text(v)],
+    ]
+    return rows
 
 
 RUN_METRICS = [  # key, label, format, bounds
@@ -111,15 +189,11 @@ def comparison_table(doc: Document, an: Analysis, comps: list[Comparison], what:
 
 
 def forest_figure(doc: Document, study: Study, an: Analysis, comps: list[Comparison], name: str, what: str) -> None:
-    from .plots import plot_forest
-
     items = [dict(label=f"{c.variant} − {c.reference}", diff=c.diff * 100, lo=c.lo * 100, hi=c.hi * 100,
                   seeds=[s * 100 for s in c.seeds], color=study.colors[c.variant],
-                  clipped_lo=c.clipped and c.lo <= -(1.0 if c.metric == "accuracy" else 2.0),
-                  clipped_hi=c.clipped and c.hi >= (1.0 if c.metric == "accuracy" else 2.0)) for c in comps]
+                  clipped_lo=c.clipped and c.lo <= -c.bound, clipped_hi=c.clipped and c.hi >= c.bound) for c in comps]
     path, rel = study.figure(name)
-    limit = 100.0 if comps and comps[0].metric == "accuracy" else 200.0
-    plot_forest(items, path, f"Difference in {what} (pp)", limit=limit, margin=an.margin * 100)
+    plot_forest(items, path, f"Difference in {what} (pp)", limit=comps[0].bound * 100, margin=an.margin * 100)
     doc.figure(rel, f"Differences in {what}, sorted by effect: the simultaneous interval of each comparison (line; "
                     "an arrow where it runs past the edge of the possible range), its estimate (large dot), and "
                     "every seed of the variant minus the reference's mean (small dots). Dashed: no difference; "
@@ -129,61 +203,66 @@ def forest_figure(doc: Document, study: Study, an: Analysis, comps: list[Compari
 # -------------------------------------------------------------------------------------- architecture
 
 
-def architecture(doc: Document, f: RunFacts, ident: str, level: int = 3, title: str = "") -> None:
-    """The layer table (rebuilt from the run's own config.yaml, so it shows what was trained) and the diagram:
-    Mermaid in the Markdown, an inline SVG in the HTML."""
-    from ..models import build_model, count_params, layer_table, mermaid
-    from .plots import model_svg
-
-    try:
-        cfg = config_of(f.run)
-        model = build_model(cfg, f.classes or 10)
-        table = layer_table(model, cfg.image_size)
-    except (UserError, TypeError, ValueError, KeyError, RuntimeError) as e:
-        doc.p(f"The architecture cannot be rebuilt from this run's config.yaml ({esc(type(e).__name__)}: {esc(e)}).")
+def architecture(doc: Document, run: Run, ident: str, level: int = 3, title: str = "") -> None:
+    """The layer table and diagram as the run recorded them when it trained (summary.json's `layers` and parameter
+    counts), under a heading of `level` (none at 0): Mermaid in the Markdown, an inline SVG in the HTML. Never
+    rebuilt with today's code, which may build something else."""
+    s = run.summary
+    if level:
+        doc.h(level, title or f"Architecture of {code(run.variant)}")
+    if not s.layers:
+        doc.p("Layer table: not recorded by this run (an older run folder).")
         return
-    doc.h(level, title or f"Architecture of {code(f.variant)}")
     doc.table(["Layer (type)", "Output shape", "Param #"],
-              [[f"{esc(r['name'])} ({esc(r['type'])})", esc(r["output_shape"]), fmt_int(r["params"])] for r in table])
-    t, nt = count_params(model)
+              [[f"{esc(r['name'])} ({esc(r['type'])})", esc(r["output_shape"]), fmt_int(r["params"])]
+               for r in s.layers])
+    t, nt = s.params_trainable, s.params_non_trainable
     doc.p(f"Total params: {fmt_int(t + nt)}; trainable: {fmt_int(t)}; non-trainable (batch-norm statistics): "
-          f"{fmt_int(nt)}.")
-    doc.diagram(mermaid(model, cfg.image_size), model_svg(table, cfg.image_size, ident=slug(ident)),
-                f"The layers of {code(f.variant)} in data order, grouped by block.")
+          f"{fmt_int(nt)}." if t is not None and nt is not None else "Parameter counts: not recorded by this run.")
+    size = run.config.get("image_size")
+    doc.diagram(mermaid(s.layers, size), model_svg(s.layers, size, ident=slug(ident)),
+                f"The layers of {code(run.variant)} in data order, grouped by block.")
+
+
+def architectures(doc: Document, study: Study, an: Analysis) -> None:
+    """Every variant's architecture under one heading (the compare report shows each in its model's section)."""
+    doc.h(1, "Architecture")
+    several = len(study.shown) > 1
+    for name, v in study.shown.items():
+        architecture(doc, v.described[0], ident=name, level=2 if several else 0)
 
 
 # ----------------------------------------------------------------------------------------- figures
 
 
-def series(runs: list[RunFacts]) -> dict:
-    """{seed: metric rows}, the input of the curve plots."""
-    return {f.seed: f.run.metrics for f in runs}
-
-
 def seed_curves_figure(doc: Document, study: Study, v: Variant) -> None:
-    from .plots import plot_seed_curves
-
-    path, rel = study.figure(f"curves-{slug(v.name)}.png")
-    n = len(v.runs)
-    plot_seed_curves(series(v.runs), path, title=f"{v.name}: {n} seed{'s' if n > 1 else ''}", c=v.color)
+    series = {seed: rows for seed, rows in v.series.items() if rows}
+    if not series:
+        doc.p(f"{code(v.name)}: metrics.csv holds no epoch yet.")
+        return
+    path, rel = study.figure_of("curves", v.name)
+    n = len(series)
+    plot_seed_curves(series, path, title=f"{v.name}: {n} seed{'s' if n > 1 else ''}", c=v.color)
     what = "every seed as a thin line, the mean over the epochs all seeds reached in bold" if n > 1 else "one seed"
     doc.figure(rel, f"Loss and accuracy of {code(v.name)} per epoch, training dashed (Keras-style running values, "
                     f"augmentation and dropout on) and evaluation solid: {what}.")
 
 
-def overlay_figure(doc: Document, study: Study) -> None:
-    from .plots import plot_overlay
+def training_curves(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Training curves")
+    for v in study.shown.values():
+        seed_curves_figure(doc, study, v)
 
+
+def overlay_figure(doc: Document, study: Study, an: Analysis) -> None:
     path, rel = study.figure("overlay.png")
-    plot_overlay({name: series(v.runs) for name, v in study.variants.items()}, path, colors=study.colors)
+    plot_overlay({name: v.series for name, v in study.variants.items()}, path, colors=study.colors)
     doc.figure(rel, "All variants on the same axes, one colour per variant (the same in every figure): evaluation "
                     "solid, training dashed" + (", mean over seeds in bold." if study.multi_seed else "."))
 
 
-def gap_figure(doc: Document, study: Study) -> None:
-    from .plots import plot_gap_grid
-
-    panels = {name: {"series": series(v.runs),
+def gap_figure(doc: Document, study: Study, an: Analysis) -> None:
+    panels = {name: {"series": v.series,
                      "measured": [(f.best_epoch if math.isfinite(f.best_epoch) else f.epochs_run, f.clean, f.acc)
                                   for f in v.runs if f.gap_measured]}
               for name, v in study.variants.items()}
@@ -192,3 +271,99 @@ def gap_figure(doc: Document, study: Study) -> None:
     doc.figure(rel, "One panel per variant (shared axes): accuracy per epoch, training dashed (running, augmentation "
                     "on) and evaluation solid; the vertical bar at each seed's best epoch is its measured "
                     "generalization gap, from clean training accuracy (hollow) to restored-best accuracy (dot).")
+
+
+# ------------------------------------------------------------------------- per class, mistakes, inputs
+
+
+def per_class(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Per-class accuracy")
+    if not study.runs:
+        doc.p(NOT_EVALUATED)
+        return
+    per_variant, names = {}, None
+    for name, v in study.variants.items():
+        preds = [(f, f.predictions) for f in v.runs if f.predictions is not None]
+        if not preds:
+            doc.p(f"{code(name)} has no predictions.npz; no per-class results.")
+            continue
+        mats = [confusion(p) for _, p in preds]
+        if names is not None and mats[0].shape[0] != len(names):
+            doc.p(f"{code(name)} was scored on {mats[0].shape[0]} classes, not {len(names)}: left out of the table.")
+            continue
+        names = names or class_names(preds[0][0].run, mats[0].shape[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_variant[name] = np.stack([np.diag(m) / m.sum(axis=1) for m in mats])  # (seeds, classes)
+        path, rel = study.figure_of("confusion", name)
+        plot_confusion(sum(mats), names, path, title=f"{name}: confusion matrix (% of each true class)")
+        pooled = f", counts summed over {len(mats)} seeds" if len(mats) > 1 else ""
+        doc.figure(rel, f"Confusion matrix of {code(name)} on val/, restored-best weights{pooled}; each row (true "
+                        "class) sums to 100%.")
+    if per_variant:
+        header = ["Class"] + [code(v) for v in per_variant]
+        rows = [[esc(name)] + [seed_summary(list(acc[:, i]), PCT) for acc in per_variant.values()]
+                for i, name in enumerate(names)]
+        doc.table(header, rows, id="per-class",
+                  note="Recall per true class of the restored-best model, as seed_summary writes it: one seed as is, "
+                       "two as both values, three or more as mean [95% t interval].")
+
+
+def mistakes(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "Most confidently misclassified validation images")
+    if not study.runs:
+        doc.p(NOT_EVALUATED)
+        return
+    for name, v in study.variants.items():
+        f = v.runs[0]
+        pred = f.predictions
+        if pred is None or len(pred.get("worst_index", [])) == 0 or "worst_images" not in pred:
+            doc.p(f"{code(name)} (seed {f.seed}): no misclassified images recorded.")
+            continue
+        idx = pred["worst_index"].astype(np.int64)
+        guess = pred["probs"][idx].argmax(axis=1)
+        names = class_names(f.run, pred["probs"].shape[1])
+        path, rel = study.figure_of("misclassified", name)
+        plot_misclassified(pred["worst_images"], [names[i] for i in pred["labels"][idx]], [names[i] for i in guess],
+                           [float(c) for c in pred["probs"][idx, guess]], path, title=f"{name} (seed {f.seed})")
+        doc.figure(rel, f"{code(name)}, seed {f.seed}: the {len(idx)} validation images it got wrong with the "
+                        "highest confidence, with true and predicted class (and the predicted probability).")
+
+
+def augmentation(doc: Document, study: Study, an: Analysis) -> None:
+    """One figure per augmentation the variants trained with, drawn from the draws their run recorded in
+    samples.npz at training time: today's augmentation code is never re-run on a run's images."""
+    doc.h(1, "Data augmentation")
+    used, drawn = False, set()
+    for name, v in study.shown.items():
+        run = v.described[0]
+        aug = str(run.config.get("augment", "none"))
+        if aug == "none" or aug in drawn:
+            continue
+        used = True
+        samples = run.samples() or {}
+        images, draws = samples.get("images"), samples.get("augmented")
+        if images is None or len(images) == 0:
+            doc.p(f"{code(name)} uses augment = {code(aug)} but its run folder has no samples.npz to illustrate it.")
+        elif draws is None:
+            doc.p(f"{code(name)} uses augment = {code(aug)}, but its run folder records no draws of it (a run older "
+                  "than that record): not redrawn with today's code, which may augment differently.")
+        elif draws.ndim != 5 or draws.shape[0] < 1 or draws.shape[2:] != images.shape[1:]:
+            doc.p(f"{code(name)} uses augment = {code(aug)}, but its samples.npz holds draws of shape "
+                  f"{esc(draws.shape)}, not (images, draws, height, width, 3): not drawn.")
+        else:
+            drawn.add(aug)
+            path, rel = study.figure_of("augmentation", aug)
+            plot_augmentation(images, draws, aug, path)
+            doc.figure(rel, f"augment = {code(aug)} (used by {code(name)}): each row is a training image from "
+                            "samples.npz, first as stored, then draws of the run's own augmentation, recorded when "
+                            "it trained.")
+    if not used:
+        doc.p("This run uses no data augmentation." if study.single else "No variant uses data augmentation.")
+
+
+# ----------------------------------------------------------------------------------- how to read it
+
+
+def how_to_read(doc: Document, study: Study, an: Analysis) -> None:
+    doc.h(1, "How to read the statistics")
+    doc.bullets(method_notes(an, study.runs))
