@@ -292,8 +292,7 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     if ca.shape != cb.shape:
         raise ValueError(f"runs scored on different images: shapes {ca.shape} and {cb.shape}")
     a_only, b_only = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
-    p = 1.0 if a_only + b_only == 0 else float(sps.binomtest(a_only, a_only + b_only, 0.5).pvalue)
-    return dict(a_only=a_only, b_only=b_only, p=p)
+    return dict(a_only=a_only, b_only=b_only, p=float(_mcnemar(np.array(a_only), np.array(b_only))))
 
 
 def two_level_bootstrap(correct: Mapping[str, np.ndarray], reference: str, confidence: float = 0.95,
