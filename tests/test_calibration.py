@@ -3,7 +3,7 @@ afresh, seeds that share each variant's per-image profile, and variants whose pr
 
 Every rate is judged with its Monte Carlo error computed, not guessed: a rate "exceeds" a nominal one when the
 one-sided 99.9% Clopper-Pearson lower bound of the simulated rate lies above it (calibration.Rate.exceeds).
-Seeded and vectorised; the three simulations take about 20-30 s on 2 cores (docs/STATISTICS.md).
+Seeded and vectorised: 19-38 s for the whole file on this project's shared 2-core CPU (load average 4-6).
 """
 
 import pytest
