@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-mini"
+
+def _find_mini() -> Path:
+    """../shared/data/imagenette2-mini beside the checkout, or beside a folder above it (a git worktree)."""
+    checkout = Path(__file__).resolve().parents[1]
+    places = [up / "shared" / "data" / "imagenette2-mini" for up in checkout.parents]
+    return next((p for p in places if p.is_dir()), places[0])
+
+
+MINI = _find_mini()
 
 
 @pytest.fixture(autouse=True)
