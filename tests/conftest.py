@@ -44,9 +44,9 @@ def one_line_error(capfd, rc: int, *needles: str, code: int = 2) -> str:
 @pytest.fixture
 def no_curve_plots(monkeypatch):
     """curves.png is not what error-path tests are about, and matplotlib is most of a 1-epoch run's time."""
-    import reglab.reports.plots
+    import reglab.curves
 
-    monkeypatch.setattr(reglab.reports.plots, "plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr(reglab.curves, "plot_curves", lambda *a, **k: None)
 
 
 def make_tree(root: Path, classes=("a", "b"), per_class: int = 4, val: int = 2, shape=(20, 20)) -> Path:
