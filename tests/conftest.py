@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette2-mini"
+
+def _find_mini() -> Path:
+    """../shared/data/imagenette2-mini beside the checkout, or beside a folder above it (a git worktree)."""
+    checkout = Path(__file__).resolve().parents[1]
+    places = [up / "shared" / "data" / "imagenette2-mini" for up in checkout.parents]
+    return next((p for p in places if p.is_dir()), places[0])
+
+
+MINI = _find_mini()
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +44,9 @@ def one_line_error(capfd, rc: int, *needles: str, code: int = 2) -> str:
 @pytest.fixture
 def no_curve_plots(monkeypatch):
     """curves.png is not what error-path tests are about, and matplotlib is most of a 1-epoch run's time."""
-    import reglab.reports.plots
+    import reglab.curves
 
-    monkeypatch.setattr(reglab.reports.plots, "plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr(reglab.curves, "plot_curves", lambda *a, **k: None)
 
 
 def make_tree(root: Path, classes=("a", "b"), per_class: int = 4, val: int = 2, shape=(20, 20)) -> Path:

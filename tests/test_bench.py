@@ -19,3 +19,23 @@ def test_bench_runs_end_to_end_and_writes_json(mini, tmp_path, capsys):
     assert result["experiment"]["basic"]["epochs_run"] == 1 and result["experiment"]["total_seconds"] > 0
     assert "torch" in result["provenance"]["software"] and result["naive"]["precision"] in ("fp32", "bf16")
     assert "speed-up over naive" in capsys.readouterr().out
+
+
+def test_throughput_times_the_step_without_run_folders(mini, monkeypatch):
+    """bench.throughput builds a cohort and its optimizer and times step.train_step: no Trainer, no folders."""
+    import tempfile
+
+    import torch
+
+    from reglab import bench
+    from reglab.data import load_data
+
+    data = load_data(str(mini), 16, show_progress=False)
+
+    def no_folders(*a, **k):
+        raise AssertionError("throughput made a temporary folder")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", no_folders)
+    monkeypatch.setattr(tempfile, "mkdtemp", no_folders)
+    r = bench.throughput("regularized", 8, data, torch.device("cpu"), 2, 16, "seed", "fp32", members=2)
+    assert r["members"] == 2 and r["precision"] == "fp32" and r["img_per_s"] > 0 and r["step_s"] > 0

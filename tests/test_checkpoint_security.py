@@ -46,9 +46,9 @@ def templates(tmp_path_factory):
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REGLAB_DATA", str(base / "reglab-data"))
-        import reglab.reports.plots
+        import reglab.curves
 
-        mp.setattr(reglab.reports.plots, "plot_curves", lambda *a, **k: None)
+        mp.setattr(reglab.curves, "plot_curves", lambda *a, **k: None)
         for model in ("basic", "regularized"):
             out = base / model
             rc = main(["train", "--data", str(data), "--out", str(out), "--model", model, "--image-size", "32",

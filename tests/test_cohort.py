@@ -25,7 +25,7 @@ from reglab.cli import main
 from reglab.config import Config
 from reglab.models import build_model
 from reglab.optim import PackedOptimizer
-from reglab.packed import pack, stacked_names, unpack
+from reglab.packed import Cohort
 
 pytestmark = pytest.mark.usefixtures("no_curve_plots")
 
@@ -48,8 +48,8 @@ def test_a_packed_cohort_equals_its_members_trained_apart(kind, make):
     """Same batches: same outputs, gradients, optimizer updates and BatchNorm statistics as two separate models
     with torch.optim, each at its own learning rate; member 0 stops after step 3 and stays exactly as it was."""
     singles = two_models()
-    packed = pack(singles)
-    stacked = stacked_names(packed)
+    cohort = Cohort(singles)
+    packed = cohort.model
     lrs = (1e-3, 5e-4)
     opts = [make(m.parameters(), lr) for m, lr in zip(singles, lrs)]
     popt = PackedOptimizer(packed, 2, kind, lrs[0], eps=1e-7, weight_decay=0.05 if kind == "adamw" else 0.0)
@@ -60,7 +60,7 @@ def test_a_packed_cohort_equals_its_members_trained_apart(kind, make):
         xs = [torch.rand(8, 3, 32, 32, generator=rng, dtype=torch.float64) for _ in singles]
         ys = [torch.randint(0, 10, (8,), generator=rng) for _ in singles]
         outs = [m(x) for m, x in zip(singles, xs)]
-        pout = packed(torch.cat(xs, 1))
+        pout = packed(cohort.inputs(torch.cat(xs)))  # member k's images in channels 3k..3k+2
         for k in range(2):
             assert torch.allclose(pout[:, k], outs[k], rtol=1e-6, atol=1e-8), (step, k)
         stopped = step >= 3
@@ -71,21 +71,21 @@ def test_a_packed_cohort_equals_its_members_trained_apart(kind, make):
         popt.zero_grad()
         sum(F.cross_entropy(pout[:, k], ys[k]) * (0.0 if stopped and k == 0 else 1.0) for k in range(2)).backward()
         grads = {n: p.grad for n, p in packed.named_parameters()}
-        for n, g in unpack(grads, 1, 2, stacked).items():
+        for n, g in cohort.member(grads, 1).items():
             assert torch.allclose(g, dict(singles[1].named_parameters())[n].grad, rtol=1e-6, atol=1e-8), n
         if step == 3:  # member 0 stops: from here on neither side updates it
             popt.freeze(0)
-            frozen_snapshot = (unpack(dict(packed.named_parameters()), 0, 2, stacked), popt.member_state(0))
+            frozen_snapshot = (cohort.member(dict(packed.named_parameters()), 0), popt.member_state(0))
         popt.step()
         for k in range(2):
             if not (stopped and k == 0):
                 opts[k].step()
-        got = unpack(packed.state_dict(), 1, 2, stacked)
+        got = cohort.member_state(1)
         for n, t in singles[1].state_dict().items():
             assert torch.allclose(got[n].double(), t.double(), rtol=1e-6, atol=1e-8), (step, n)
         if stopped:
             weights, opt_state = frozen_snapshot
-            now = unpack(dict(packed.named_parameters()), 0, 2, stacked)
+            now = cohort.member(dict(packed.named_parameters()), 0)
             assert all(torch.equal(now[n], weights[n]) for n in weights)
             state = popt.member_state(0)["state"]
             assert all(torch.equal(state[n][key], opt_state["state"][n][key]) for n in state for key in state[n])
@@ -105,27 +105,72 @@ def make_colours(root: Path, per_class: int = 24, val: int = 16) -> Path:
     return root
 
 
-def test_a_stopped_member_is_frozen_in_the_trainer(tmp_path):
+def _step_setup(cfgs, data):
+    """What the trainer runs a cohort's steps with, without a trainer or run folders: (cohort, optimizer, schedule,
+    generators, batches): batches() is the next member-major (images, labels) batch of every member."""
+    from reglab.data.loader import shuffled_batches
+    from reglab.packed import seeded_models
+    from reglab.step import setup
+
+    device = torch.device("cpu")
+    cohort, optimizer, scheduler, gens = setup(cfgs, seeded_models(cfgs, len(data.classes)), device, 1)
+    images = torch.from_numpy(data.train.images).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(data.train.labels)
+    everything = np.arange(len(labels))
+    orders = zip(*(shuffled_batches(everything, torch.Generator().manual_seed(c.seed), device, c.batch_size)
+                   for c in cfgs))
+
+    def batches():
+        idx = torch.cat(next(orders))
+        return images.index_select(0, idx), labels.index_select(0, idx)
+
+    return cohort, optimizer, scheduler, gens, batches
+
+
+def test_a_stopped_member_is_frozen_by_the_step(tmp_path):
     from reglab.data import load_data
-    from reglab.trainer import Trainer
+    from reglab.step import train_step
 
     data = load_data(str(make_colours(tmp_path / "data")), 16, show_progress=False, workers=1)
     cfgs = [Config(model="regularized", image_size=16, seed=s, device="cpu") for s in (1, 2)]
-    trainer = Trainer(cfgs, data, [tmp_path / "a", tmp_path / "b"], torch.device("cpu"), quiet=True)
-    trainer.model.train()
-    batches = [trainer.member_batches(k) for k in range(2)]
-    trainer.train_step([next(b) for b in batches])
-    trainer._stop(0)
-    before = trainer.state(0)
-    other = trainer.state(1)
-    trainer.train_step([next(b) for b in batches])
-    after, moved = trainer.state(0), trainer.state(1)
-    for name, t in before["model"].items():  # weights and BatchNorm running statistics
+    cohort, optimizer, scheduler, gens, batches = _step_setup(cfgs, data)
+    cohort.model.train()
+    train_step(cohort, optimizer, scheduler, *batches(), gens, cfgs[0], "fp32")
+    optimizer.freeze(0)  # what the trainer does when member 0 stops
+    cohort.freeze(0)
+    before, other = (cohort.member_state(k) for k in (0, 1))
+    before_opt = optimizer.member_state(0)
+    train_step(cohort, optimizer, scheduler, *batches(), gens, cfgs[0], "fp32")
+    after, moved = cohort.member_state(0), cohort.member_state(1)
+    for name, t in before.items():  # weights and BatchNorm running statistics
         if not name.endswith("num_batches_tracked"):  # one counter shared by the cohort, unused with a momentum
-            assert torch.equal(t, after["model"][name]), name
-    assert any(not torch.equal(t, moved["model"][n]) for n, t in other["model"].items() if "running_mean" in n)
-    assert before["optimizer"]["steps"] == after["optimizer"]["steps"] == 1
-    assert moved["optimizer"]["steps"] == 2
+            assert torch.equal(t, after[name]), name
+    assert any(not torch.equal(t, moved[n]) for n, t in other.items() if "running_mean" in n)
+    assert before_opt["steps"] == optimizer.member_state(0)["steps"] == 1
+    assert optimizer.member_state(1)["steps"] == 2
+
+
+def test_one_step_runs_without_a_run_folder():
+    """step.train_step alone, on tensors (no data folder, run folder or temporary directory): a cohort of two with
+    every input and target regularizer and the EMA on returns per-member losses and correct counts on the
+    device and moves each member's weights and EMA."""
+    from reglab.packed import seeded_models
+    from reglab.step import setup, train_step
+
+    cfgs = [Config(model="regularized", image_size=16, seed=s, device="cpu", batch_size=8, mixup=0.2, cutmix=1.0,
+                   reprob=0.5, smoothing=0.1, model_ema=0.9) for s in (1, 2)]
+    cohort, optimizer, scheduler, gens = setup(cfgs, seeded_models(cfgs, 3), torch.device("cpu"), 1)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2 * 8, 3, 16, 16), generator=g, dtype=torch.uint8)  # member-major
+    labels = torch.randint(0, 3, (2 * 8,), generator=g)
+    cohort.model.train()
+    start, start_ema = cohort.member_state(1), cohort.member_state(1, ema=True)
+    losses, correct = train_step(cohort, optimizer, scheduler, images, labels, gens, cfgs[0], "fp32")
+    assert losses.shape == (2,) and correct.shape == (2,) and torch.isfinite(losses).all()
+    assert correct.dtype == torch.long and 0 <= int(correct.min()) and int(correct.max()) <= 8
+    assert not losses.requires_grad
+    for before, after in ((start, cohort.member_state(1)), (start_ema, cohort.member_state(1, ema=True))):
+        assert any(not torch.equal(t, after[n]) for n, t in before.items() if t.is_floating_point())
 
 
 def test_cohort_seeds_and_single_runs_agree_within_noise(tmp_path):

@@ -50,6 +50,14 @@ def test_train_writes_every_file_of_the_run_folder(mini, tmp_path, capsys):
     assert cfg["image_size"] == 32 and cfg["augment"] == "seed" and cfg["batch_size"] == 16 and cfg["adam_eps"] == 1e-7
     weights = load_file(out / "best.safetensors")
     assert "head.dense2.weight" in weights
+    with np.load(out / "samples.npz") as z:  # the run's own augmentation of its samples, drawn when it trained
+        images, augmented = z["images"], z["augmented"]
+    assert augmented.dtype == np.uint8 and augmented.shape == (len(images), 4, 32, 32, 3)
+    from reglab.data.augment import augmented_draws
+    from reglab.rundir import load_run
+
+    assert np.array_equal(augmented, augmented_draws(images, "seed"))
+    assert np.array_equal(load_run(out).samples()["augmented"], augmented)
 
 
 def test_basic_trains_without_augmentation_by_default(mini, tmp_path):
@@ -57,6 +65,8 @@ def test_basic_trains_without_augmentation_by_default(mini, tmp_path):
     assert main(train_args(mini, out, "--model", "basic")) == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["augment"] == "none" and cfg["batchnorm"] is False and cfg["convs_per_block"] == 1
+    with np.load(out / "samples.npz") as z:
+        assert sorted(z.files) == ["images", "labels"]  # nothing augmented to record
 
 
 def test_flags_override_config_file_which_overrides_preset(mini, tmp_path):
@@ -187,7 +197,7 @@ def test_torch_averaged_model_ema_equals_the_hand_written_one():
 
     from reglab.config import Config
     from reglab.models import build_model
-    from reglab.trainer import make_ema
+    from reglab.packed import make_ema
 
     torch.manual_seed(0)
     net = build_model(Config(model="regularized", image_size=32))
@@ -230,7 +240,7 @@ def test_selection_split_chooses_and_val_is_evaluated_once(mini, tmp_path):
 
 
 def test_split_selection_is_stratified_seeded_and_disjoint():
-    from reglab.trainer import split_selection, stratified_sample
+    from reglab.evaluate import split_selection, stratified_sample
 
     labels = np.repeat(np.arange(4), [10, 20, 30, 40])
     train_idx, select_idx = split_selection(labels, 0.1, seed=3)
@@ -244,17 +254,17 @@ def test_split_selection_is_stratified_seeded_and_disjoint():
 
 def test_clean_train_accuracy_is_measured_in_eval_mode_without_augmentation(mini, tmp_path, monkeypatch):
     """The gap's train side is the restored model on un-augmented training images, not the running accuracy."""
-    import reglab.trainer
+    import reglab.evaluate
 
     calls = []
-    real = reglab.trainer.evaluate
+    real = reglab.evaluate.evaluate
 
     def spy(model, loader, *a, **k):
         result = real(model, loader, *a, **k)
         calls.append((k.get("label") or a[-1], model.training, loader.num_images, result))
         return result
 
-    monkeypatch.setattr(reglab.trainer, "evaluate", spy)
+    monkeypatch.setattr(reglab.evaluate, "evaluate", spy)
     out = tmp_path / "clean"
     assert main(train_args(mini, out, "--quiet", "--epochs", "1")) == 0
     s = json.loads((out / "summary.json").read_text())
@@ -263,3 +273,60 @@ def test_clean_train_accuracy_is_measured_in_eval_mode_without_augmentation(mini
     assert clean[0][1] is False  # eval mode: no dropout, BatchNorm on its running statistics
     # the summary's figure is that evaluation's count (not the running training accuracy, which may coincide)
     assert s["clean_train_accuracy"] == clean[0][3][1] / 120
+
+
+def test_training_never_imports_the_report_layer(mini, tmp_path):
+    """A whole run (curves.png and the TensorBoard augmentation grid included) uses nothing of reglab.reports;
+    importing the training modules does not import matplotlib either (only drawing curves.png does)."""
+    code = ("import sys\n"
+            "import reglab.bench, reglab.run\n"
+            "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))\n"
+            "from reglab.config import Config\n"
+            f"reglab.run.train(Config(data={str(mini)!r}, image_size=16, epochs=1, device='cpu'), {str(tmp_path / 'run')!r},"
+            " quiet=True)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('reglab.reports')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "[]"]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_curves_png_is_the_notebook_figure_for_either_design(tmp_path):
+    from PIL import Image
+
+    from reglab.curves import plot_curves
+
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.5, "val_loss": 1.2 / e, "val_accuracy": 0.4,
+             "select_loss": None, "select_accuracy": None, "lr": 1e-3, "seconds": 1.0} for e in (1, 2, 3)]
+    select = [{**r, "val_loss": None, "val_accuracy": None, "select_loss": 1.1, "select_accuracy": 0.45} for r in rows]
+    for name, design in (("val.png", rows), ("select.png", select)):
+        plot_curves(design, tmp_path / name, title="regularized (seed $42)")
+        assert Image.open(tmp_path / name).size == (1200, 400)  # 12x4 inches at 100 dpi, as plot_metrics
+    assert (tmp_path / "val.png").read_bytes() != (tmp_path / "select.png").read_bytes()
+
+
+def test_the_pause_hook_reads_its_environment_once(monkeypatch):
+    """A pause point sits inside the training loop: it compares, it never looks the environment up per step."""
+    from reglab import signals
+
+    looked_up = []
+
+    class Environ(dict):
+        def get(self, key, default=None):
+            looked_up.append(key)
+            return super().get(key, default)
+
+    monkeypatch.setattr(signals.os, "environ", Environ(os.environ))
+    for _ in range(100):
+        signals.pause_point("train")
+    assert looked_up == []
+
+
+def test_an_evaluation_subset_indexes_the_images_already_on_the_device():
+    from reglab.data.loader import DeviceLoader
+
+    images = np.arange(10 * 4 * 4 * 3, dtype=np.uint8).reshape(10, 4, 4, 3)
+    split = DeviceLoader.upload(images, np.arange(10), torch.device("cpu"), batch_size=2)
+    subset = split.subset(np.array([7, 2, 5]))
+    assert subset.images.data_ptr() == split.images.data_ptr() and subset.num_images == 3 and len(subset) == 1
+    (x, y), = subset.epoch()
+    assert y.tolist() == [7, 2, 5] and torch.equal(x, torch.from_numpy(images[[7, 2, 5]]).permute(0, 3, 1, 2))

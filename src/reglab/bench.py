@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,11 +28,13 @@ from .config import Config
 from .data import load_data
 from .data.augment import augment
 from .data.decode import decode_image
+from .data.loader import DeviceLoader, batch_bounds, shuffled_batches
 from .device import autocast, pick_device, pick_precision
 from .models import build_model
+from .packed import seeded_models
 from .progress import echo
 from .provenance import environment, utc_now
-from .trainer import Trainer
+from .step import setup, train_step
 
 
 def _sync(device):
@@ -41,34 +44,44 @@ def _sync(device):
 
 def throughput(model_name: str, batch_size: int, data, device, steps: int, image_size: int, recipe: str,
                precision: str, members: int = 1) -> dict:
-    """Steady-state img/s of the real training step (Trainer.train_step) on device-resident data; with
-    members > 1, of a cohort of that many seeds (img/s counts every member's images)."""
+    """Steady-state img/s of the real training step (step.train_step, with the batches gathered on the device as
+    the trainer gathers them) on device-resident data; with members > 1, of a cohort of that many seeds (img/s
+    counts every member's images). No run folder is involved."""
     cfgs = [Config(model=model_name, batch_size=batch_size, image_size=image_size, recipe=recipe,
                    device=str(device), precision=precision, seed=42 + k) for k in range(members)]
-    with tempfile.TemporaryDirectory(prefix="reglab-bench-") as tmp:
-        trainer = Trainer(cfgs, data, [Path(tmp) / str(k) for k in range(members)], device, quiet=True)
-    trainer.model.train()
+    cfg, precision = cfgs[0], pick_precision(precision, device)
+    everything = np.arange(len(data.train.labels))
+    cohort, optimizer, scheduler, gens = setup(cfgs, seeded_models(cfgs, len(data.classes)), device,
+                                               len(batch_bounds(len(everything), batch_size)))
+    train = DeviceLoader.upload(data.train.images, data.train.labels, device, batch_size)
+    orders = [torch.Generator().manual_seed(c.seed) for c in cfgs]
+    cohort.model.train()
 
     def batches():
         while True:
-            yield from zip(*(trainer.member_batches(k) for k in range(members)))
+            yield from zip(*(shuffled_batches(everything, g, device, batch_size) for g in orders))
+
+    def step(idx):
+        idx = torch.cat(idx)
+        train_step(cohort, optimizer, scheduler, train.images.index_select(0, idx), train.labels.index_select(0, idx),
+                   gens, cfg, precision)
 
     it = batches()
     t0 = time.perf_counter()
-    trainer.train_step(list(next(it)))  # first step: compilation / cuDNN autotuning
+    step(next(it))  # first step: compilation / cuDNN autotuning
     _sync(device)
     first = time.perf_counter() - t0
     for _ in range(3):
-        trainer.train_step(list(next(it)))
+        step(next(it))
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(list(next(it)))
+        step(next(it))
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"model": model_name, "batch_size": batch_size, "precision": trainer.precision, "members": members,
+    return {"model": model_name, "batch_size": batch_size, "precision": precision, "members": members,
             "img_per_s": steps * batch_size * members / seconds, "step_s": seconds / steps, "first_step_s": first,
-            "compile": cfgs[0].compile}
+            "compile": cfg.compile}
 
 
 class NaiveDataset(torch.utils.data.Dataset):

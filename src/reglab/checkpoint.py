@@ -4,6 +4,11 @@
 - last.ckpt: everything needed to resume, saved with torch.save and loaded with
   torch.load(weights_only=True), which refuses any pickle that would construct arbitrary objects.
 Both are written atomically (temporary file, fsync, rename).
+
+What a member's last.ckpt holds is built (`member_state`) and read back (`restore_member`, `restore_shared`)
+here and nowhere else: its config, progress, callbacks and history, its own slice of the packed weights, EMA and
+optimizer state (a cohort member's folder is an ordinary run folder), the schedule, and every generator, so a
+resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__, atomic
+from .callbacks import EarlyStopping, ReduceLROnPlateau
+from .config import Config
 from .errors import UserError
+from .models import build_model
+from .rundir import METRIC_COLUMNS
 
 CKPT_FORMAT = 2  # 2 (reglab 0.2): a cohort member's own slice; the optimizer state is optim.PackedOptimizer's
-# top-level keys of train.Trainer.state(); a checkpoint without them cannot be resumed
+# top-level keys of member_state(); a checkpoint without them cannot be resumed
 RESUME_KEYS = ("config", "epoch", "step", "lr", "model", "optimizer", "early", "plateau", "rows",
                "train_seconds", "wall_seconds", "images_seen", "rng")
 
@@ -92,6 +102,23 @@ def _unpickling_reason(e: Exception) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
+def best_model(path: Path, cfg: Config, num_classes: int, device: torch.device, current: dict,
+               save: bool) -> torch.nn.Module:
+    """A run as the ordinary network it ends with: its best.safetensors at `path` (checked against the
+    architecture) when it restores its best and has one; otherwise its `current` weights, then saved as its best
+    unless `save` is False (a failed run passes no weights off as best)."""
+    model = build_model(cfg, num_classes).to(device)
+    if cfg.restore_best and Path(path).exists():
+        weights = load_weights(path)
+        check_compatible(path, model, weights)
+    else:
+        weights = current
+        if save:
+            save_weights(path, weights)
+    model.load_state_dict(weights)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
 def check_compatible(path: Path, model: torch.nn.Module, saved: dict) -> None:
     """Refuse weights of another architecture with one line instead of a shape-mismatch traceback."""
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -101,3 +128,76 @@ def check_compatible(path: Path, model: torch.nn.Module, saved: dict) -> None:
         differ = [k for k in own if k in theirs and own[k] != theirs[k]][:3]
         detail = f"missing {missing}" if missing else f"shapes differ at {differ}" if differ else "extra tensors"
         raise UserError(f"checkpoint {path} belongs to another model ({detail}); check --model and --config, or use --overwrite")
+
+
+# ------------------------------------------------------------------------------------ what last.ckpt holds
+
+
+def member_state(m, k: int, cohort, optimizer, scheduler, gens, seeds: list[int], data_identity: dict,
+                 wall_seconds: float) -> dict:
+    """Member k's last.ckpt. `m`: its bookkeeping (trainer.Member); `cohort`, `optimizer`, `scheduler` and
+    `gens` are what step.train_step runs with; `seeds`: the cohort's."""
+    device = next(cohort.model.parameters()).device
+    s = {
+        "config": m.cfg.to_dict(), "epoch": m.epoch, "step": m.step, "lr": m.lr,
+        "model": cohort.member_state(k), "optimizer": optimizer.member_state(k),
+        "early": m.early.state(), "plateau": m.plateau.state(), "rows": m.rows,
+        "train_seconds": m.train_seconds, "wall_seconds": wall_seconds, "images_seen": m.images_seen,
+        "data_identity": data_identity, "extensions": m.extensions, "started": m.started, "done": m.done,
+        "failure": m.failure, "cohort": {"seeds": list(seeds), "index": k},
+        "rng": {"torch": torch.get_rng_state(), "order": m.order_gen.get_state(), "aug": gens.aug.get_state(),
+                "mix": _np_state_to_tensors(gens.mix[k])},
+    }
+    if device.type == "cuda":
+        s["rng"]["cuda"] = torch.cuda.get_rng_state(device)
+    if cohort.ema is not None:
+        s["ema"] = cohort.member_state(k, ema=True)
+    if scheduler is not None:
+        s["scheduler"] = scheduler.state_dict()
+    return s
+
+
+def restore_member(m, k: int, s: dict, path: Path, cohort, optimizer, gens) -> None:
+    """Member k continues from its checkpoint `s` (read from `path`): weights, EMA, optimizer state, callbacks,
+    history and its own generators. Refuses another architecture's weights (one line)."""
+    with torch.device("meta"):  # shapes only: building a real model would draw from the global RNG
+        check_compatible(path, build_model(m.cfg, cohort.num_classes), s["model"])
+    cohort.load_member(k, s["model"])
+    optimizer.load_member_state(k, s["optimizer"])
+    if cohort.ema is not None and "ema" in s:
+        cohort.load_member(k, s["ema"], ema=True)
+    m.epoch, m.step, m.lr = s["epoch"], s["step"], s["lr"]
+    m.early = EarlyStopping(**s["early"])
+    m.plateau = ReduceLROnPlateau(**s["plateau"])
+    m.rows = [{c: r.get(c) for c in METRIC_COLUMNS} for r in s["rows"]]
+    m.extensions = list(s.get("extensions", []))
+    m.started = s.get("started", m.started)
+    m.train_seconds, m.wall_before, m.images_seen = s["train_seconds"], s["wall_seconds"], s["images_seen"]
+    m.order_gen.set_state(s["rng"]["order"])
+    gens.mix[k].bit_generator.state = _np_state_from_tensors(s["rng"]["mix"])
+    m.failure = s.get("failure")
+
+
+def restore_shared(s: dict, optimizer, scheduler, gens, device: torch.device) -> None:
+    """What the members of a cohort share, from one member's checkpoint `s`: the global and augmentation
+    generators and the schedule."""
+    torch.set_rng_state(s["rng"]["torch"])
+    gens.aug.set_state(s["rng"]["aug"])
+    if "cuda" in s["rng"] and device.type == "cuda":
+        torch.cuda.set_rng_state(s["rng"]["cuda"], device)
+    if scheduler is not None and "scheduler" in s:
+        scheduler.load_state_dict(s["scheduler"])  # the optimizer's lr follows at its next step
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+
+
+def _np_state_to_tensors(rng: np.random.Generator) -> dict:
+    """numpy's PCG64 state as plain ints/strings (torch.load(weights_only=True) accepts those)."""
+    st = rng.bit_generator.state
+    return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]), "inc": str(st["state"]["inc"]),
+            "has_uint32": st["has_uint32"], "uinteger": st["uinteger"]}
+
+
+def _np_state_from_tensors(d: dict) -> dict:
+    return {"bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+            "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import torch
 
+from .config import Config
 from .packed import member_view, stacked_names
+
+
+def optimizer_kind(cfg: Config) -> str:
+    if cfg.optimizer == "sgd":
+        return "sgd"
+    return "adamw" if cfg.optimizer == "adamw" or cfg.weight_decay > 0 else "adam"  # decoupled decay: AdamW
 
 
 class PackedOptimizer(torch.optim.Optimizer):
@@ -40,6 +47,12 @@ class PackedOptimizer(torch.optim.Optimizer):
             else:
                 self._rows.append(torch.arange(size, device=device).repeat_interleave(p.shape[0] // size))
         self.moments = [self._zeros(p) for p in self.params]
+
+    @classmethod
+    def for_config(cls, packed: torch.nn.Module, size: int, cfg: Config) -> "PackedOptimizer":
+        """The optimizer a recipe asks for (Adam, AdamW when it decays weights, or SGD), at its lr."""
+        return cls(packed, size, optimizer_kind(cfg), cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
+                   momentum=cfg.momentum)
 
     def _zeros(self, p):
         if self.kind == "sgd":

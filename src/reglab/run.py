@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -17,12 +16,12 @@ import yaml
 
 from . import atomic, lock, rundir
 from .checkpoint import load_checkpoint
-from .config import NON_RESULT_FIELDS, Config, dump_yaml, from_dict
+from .config import NON_RESULT_FIELDS, Config, from_dict
 from .data import Data, DataFiles
 from .device import pick_device
 from .errors import UserError
 from .prepare import prepare_data
-from .trainer import Interrupted, Trainer  # noqa: F401  (Interrupted: part of this module's interface)
+from .trainer import Interrupted, Trainer, TrainJob  # noqa: F401  (Interrupted: part of this module's interface)
 
 
 # ------------------------------------------------------------------------------------ check, then touch
@@ -117,7 +116,7 @@ def _resume_plan(out: Path, kind: str, changes: dict) -> tuple[Config, dict | No
 
 def train(cfg: Config | None, out: str | Path, data: Data | DataFiles | None = None, resume: bool = False,
           overwrite: bool = False, changes: dict | None = None, variant: str | None = None, quiet: bool = False,
-          verbose: bool = False) -> dict:
+          verbose: bool = False) -> rundir.Summary:
     """Train one run into `out` and return its summary (also written to out/summary.json).
 
     resume: continue the run in `out` (its own config; `changes` may only raise epochs or change how fast it
@@ -129,14 +128,15 @@ def train(cfg: Config | None, out: str | Path, data: Data | DataFiles | None = N
 
 def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data | DataFiles | None = None,
                  resume: list[bool] | None = None, overwrite: bool = False, changes: dict | None = None,
-                 variants: list[str | None] | None = None, quiet: bool = False, verbose: bool = False) -> list[dict]:
+                 variants: list[str | None] | None = None, quiet: bool = False,
+                 verbose: bool = False) -> list[rundir.Summary]:
     """Train several seeds of one recipe as one packed network (a cohort), each into its own run folder.
     Returns the summaries in the order given; a finished run that is asked to resume is returned as it is."""
     outs = [Path(o) for o in outs]
     resume = resume or [False] * len(outs)
     variants = variants or [None] * len(outs)
-    summaries: list[dict | None] = [None] * len(outs)
-    todo = []  # (position, cfg, out, variant, checkpoint, extensions)
+    summaries: list[rundir.Summary | None] = [None] * len(outs)
+    todo: dict[int, TrainJob] = {}  # position -> its job
     for i, (cfg, out) in enumerate(zip(cfgs, outs)):
         kind = rundir.classify(out)
         if kind not in ("absent", "file"):
@@ -151,43 +151,37 @@ def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data |
                 continue
         else:
             _check_new(out, kind, overwrite)
-        todo.append((i, cfg, out, variants[i] or cfg.model, saved, extensions))
+        todo[i] = TrainJob(cfg, out, variants[i] or cfg.model, saved, extensions)
     if not todo:
         return summaries
-    cfgs_todo = [t[1] for t in todo]
-    device = pick_device(cfgs_todo[0].device)
+    jobs = list(todo.values())
+    device = pick_device(jobs[0].cfg.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = prepare_data(cfgs_todo[0], device, data, members=len(todo), quiet=quiet,
-                        trained_on={t[2]: t[4]["data_identity"] for t in todo if t[4] and "data_identity" in t[4]})
-    trainer = Trainer(cfgs_todo, data, [t[2] for t in todo], device, quiet=quiet, verbose=verbose,
-                      variants=[t[3] for t in todo])
+    data = prepare_data(jobs[0].cfg, device, data, members=len(jobs), quiet=quiet,
+                        trained_on={j.out: j.checkpoint["data_identity"] for j in jobs
+                                    if j.checkpoint and "data_identity" in j.checkpoint})
+    trainer = Trainer(jobs, data, device, quiet=quiet, verbose=verbose)  # also checks every checkpoint
     # Everything is checked: now take the folders and write.
     with contextlib.ExitStack() as stack:
-        for _, _, out, _, _, _ in todo:
-            stack.enter_context(lock.hold(out, "run folder"))
-        latest = max((t[4]["epoch"] for t in todo if t[4]), default=None)
-        shared_done = False
-        for k, (_, cfg, out, _, saved, extensions) in enumerate(todo):
-            rundir.sweep_temporaries(out)
-            if saved is None and rundir.classify(out) == "run":  # --overwrite, or nothing to lose: start clean
-                for p in out.iterdir():
-                    if rundir.is_run_file(p.name) and not p.name.startswith("."):
-                        shutil.rmtree(p) if p.is_dir() else p.unlink()
-            atomic.check_writable_dir(out, "run folder")
-            if saved is not None:
-                shared = not shared_done and saved["epoch"] == latest  # the cohort's generators: the newest
-                trainer.load_state(k, saved, out / "last.ckpt", shared)
-                shared_done |= shared
-                member = trainer.members[k]
-                member.extensions += [{**e, "at_epoch": member.epoch} for e in extensions]
-                if not quiet:
-                    print(f"Resuming {out} after epoch {member.epoch}"
-                          + (f", extended to {cfg.epochs} epochs." if extensions else "."), flush=True)
-            atomic.write_text(out / "config.yaml", dump_yaml(cfg))
-        trainer.t0 = time.time()
-        for m in trainer.members:
-            trainer.write_summary(m, "running")
-        for (i, *_), summary in zip(todo, trainer.fit()):
+        for job in jobs:
+            stack.enter_context(lock.hold(job.out, "run folder"))
+        for job in jobs:
+            _make_ready(job)
+            if job.checkpoint is not None and not quiet:
+                print(f"Resuming {job.out} after epoch {job.checkpoint['epoch']}"
+                      + (f", extended to {job.cfg.epochs} epochs." if job.extensions else "."), flush=True)
+        for i, summary in zip(todo, trainer.fit()):
             summaries[i] = summary
     return summaries
+
+
+def _make_ready(job: TrainJob) -> None:
+    """A locked run folder, made ready: no temporary files of a killed process; a run that starts over
+    (--overwrite, or one that never reached its first checkpoint) starts from a clean folder."""
+    rundir.sweep_temporaries(job.out)
+    if job.checkpoint is None and rundir.classify(job.out) == "run":
+        for p in job.out.iterdir():
+            if rundir.is_run_file(p.name) and not p.name.startswith("."):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    atomic.check_writable_dir(job.out, "run folder")

@@ -1,4 +1,6 @@
 """The run folder: the single source of truth for one training run. Reports read only these files.
+`RunWriter` is their one writer (every file atomically), except the checkpoints (checkpoint.py) and the logs
+(runlog.py); `Summary` is summary.json's schema; the readers are below.
 
 RUN_DIR/
   config.yaml         the fully resolved Config (config.py), as trained; a valid --config file
@@ -8,11 +10,13 @@ RUN_DIR/
   events.out.tfevents.*  the same per-epoch values for TensorBoard
   curves.png          loss and accuracy, train against the split that chooses
   best.safetensors    the restored best weights (on the choosing split's loss)
-  last.ckpt           everything needed to resume (train.py); removed when the run finishes unless keep_last
+  last.ckpt           everything needed to resume (checkpoint.py); removed when the run finishes unless keep_last
   predictions.npz     labels (N,) int64, probs (N, C) float32 of the restored model on the val split,
                       worst_index (k,) int64 and worst_images (k, H, W, 3) uint8: the most confidently
                       misclassified val images
-  samples.npz         images (n, H, W, 3) uint8: a few training images, for the augmentation figure
+  samples.npz         images (n, H, W, 3) uint8 and labels (n,) int64: a few training images, for the
+                      augmentation figure; augmented (n, draws, H, W, 3) uint8: `draws` draws of the run's own
+                      augmentation of each (absent when the run trained without augmentation and in older runs)
 
 A study folder (compare, ablate) holds run folders at DIR/<variant>/seed-<seed>/ beside study.json, report.md,
 report.html and figures/.
@@ -21,6 +25,7 @@ report.html and figures/.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -32,6 +37,8 @@ from typing import Literal, get_args
 import numpy as np
 import yaml
 
+from . import atomic
+from .config import Config, dump_yaml
 from .errors import UserError
 
 # train_* are Keras's running values (training mode, augmentation on); val_* are measured on val/ and select_*
@@ -39,10 +46,13 @@ from .errors import UserError
 # chooses and val_* stay empty (val/ is the test set, evaluated once at the end); without it val/ chooses.
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "select_loss",
                   "select_accuracy", "lr", "seconds")
+# the last epoch's values that summary.json repeats
+LAST_ROW = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "select_loss", "select_accuracy")
 RUN_FILES = frozenset({"config.yaml", "summary.json", "metrics.csv", "train.log", "curves.png", "best.safetensors",
                        "last.ckpt", "predictions.npz", "samples.npz", "report.md", "report.html", "figures",
                        "model.onnx", "model.pt"})  # the last four: `reglab report RUN_DIR` and `reglab export`
 TENSORBOARD_PREFIX = "events.out.tfevents."
+WORST_IMAGES = 16  # the most confidently misclassified val images kept in predictions.npz
 
 
 # ------------------------------------------------------------------------------------------ the schema
@@ -286,6 +296,66 @@ class Summary:
 
 def is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.startswith(TENSORBOARD_PREFIX) or name.startswith(".")
+
+
+# ------------------------------------------------------------------------------------------ the writer
+
+
+class RunWriter:
+    """Writes one run folder's files, each atomically. The trainer tells it when the run starts (`config`,
+    `summary`), when an epoch ended (`epoch_ended`) and when the run ended (`finished`)."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+
+    def config(self, cfg: Config) -> None:
+        atomic.write_text(self.out / "config.yaml", dump_yaml(cfg))
+
+    def epoch_ended(self, rows: list[dict]) -> None:
+        """metrics.csv with every epoch so far (rewritten: a resumed run's rows are its checkpoint's)."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r[k] if k == "epoch" else repr(float(r[k])))
+                        for k in METRIC_COLUMNS})
+        atomic.write_text(self.out / "metrics.csv", buf.getvalue())
+
+    def summary(self, summary: Summary) -> None:
+        atomic.write_json(self.out / "summary.json", summary.to_json())
+
+    def predictions(self, labels: np.ndarray, probs: np.ndarray, images: np.ndarray) -> None:
+        """The restored model on val/: its labels, probabilities and (from `images`, the val images) the most
+        confidently misclassified ones."""
+        pred = probs.argmax(1)
+        wrong = np.flatnonzero(pred != labels)
+        worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:WORST_IMAGES]
+        self._npz("predictions.npz", labels=labels, probs=probs.astype(np.float32), worst_index=worst,
+                  worst_images=images[worst])
+
+    def samples(self, images: np.ndarray, labels: np.ndarray, augmented: np.ndarray | None) -> None:
+        """A few training images, and the run's own augmentation of them (None: it trained without)."""
+        extra = {} if augmented is None else {"augmented": augmented}
+        self._npz("samples.npz", images=images, labels=labels, **extra)
+
+    def curves(self, rows: list[dict], title: str) -> None:
+        from . import curves  # matplotlib: imported only by the run's end
+
+        curves.plot_curves(rows, self.out / "curves.png", title=title)
+
+    def finished(self, summary: Summary, rows: list[dict], predictions: dict, samples: dict) -> None:
+        """The run's end: predictions.npz and samples.npz (the keyword arguments of `predictions` and `samples`),
+        curves.png, then summary.json, whose status says the run ended."""
+        self.predictions(**predictions)
+        self.samples(**samples)
+        if rows:
+            self.curves(rows, f"{summary.variant} (seed {summary.seed})")
+        self.summary(summary)
+
+    def _npz(self, name: str, **arrays) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic.write_bytes(self.out / name, buf.getvalue())
 
 
 # ------------------------------------------------------------------------------------------ what a folder is

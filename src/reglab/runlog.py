@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.augment import augmentation_grid
 from .progress import echo
 from .text import say
 
@@ -35,6 +36,18 @@ class RunLog:
         self._file.flush()
         say(text)
 
+    def epoch(self, r: dict, chooser: str, epochs: int, prefix: str = "") -> None:
+        """One metrics row (chooser: the split that chooses, 'val' or 'select'): Keras's epoch line, and the
+        same values for TensorBoard."""
+        c = chooser
+        self.line(f"{prefix}Epoch {r['epoch']}/{epochs} - {r['seconds']:.1f}s - loss: {r['train_loss']:.4f} - "
+                  f"accuracy: {r['train_accuracy']:.4f} - {c}_loss: {r[f'{c}_loss']:.4f} - "
+                  f"{c}_accuracy: {r[f'{c}_accuracy']:.4f} - lr: {r['lr']:.4e}")
+        self.scalars(r["epoch"], {
+            "loss/train": r["train_loss"], f"loss/{c}": r[f"{c}_loss"], "accuracy/train (running)": r["train_accuracy"],
+            f"accuracy/{c}": r[f"{c}_accuracy"], "lr": r["lr"], "epoch_seconds": r["seconds"],
+        })
+
     def scalars(self, epoch: int, values: dict) -> None:
         if self.tb is None:
             return
@@ -48,6 +61,11 @@ class RunLog:
         if self.tb is not None:
             self.tb.add_images(tag, grid, 0, dataformats="NHWC")
             self.tb.flush()
+
+    def augmentation(self, images: np.ndarray, name: str, draws: int = 3) -> None:
+        """The augmentation the run trains with, drawn on a few (H, W, 3) uint8 training images, for TensorBoard."""
+        if self.tb is not None and name != "none":
+            self.images(f"augmentation ({name})", augmentation_grid(images, name, draws))
 
     def close(self) -> None:
         self._file.close()

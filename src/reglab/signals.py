@@ -7,7 +7,8 @@ so the loop can stop at the next step boundary and say how to resume; a second s
 
 `phase(name)` names what the program is doing for that one line. For tests only, the environment variable
 REGLAB_TEST_PAUSE_AT=<name> makes the phase of that name wait (up to a minute) for a signal, so a test can
-interrupt a phase that would otherwise be over before the signal arrives.
+interrupt a phase that would otherwise be over before the signal arrives. It is read once, when this module is
+imported (a test sets it for the process it starts): a pause point inside a training loop costs a comparison.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGH
 PAUSE_ENV = "REGLAB_TEST_PAUSE_AT"
 
 requested = 0  # the signal number a graceful region has been asked to stop by (0: none)
+_pause_at = os.environ.get(PAUSE_ENV)
 _graceful_depth = 0
 _phases: list[str] = []
 
@@ -87,7 +89,7 @@ def phase(name: str, key: str = ""):
     """Name what the program is doing (for the one-line message when a signal stops it)."""
     _phases.append(name)
     try:
-        if key and os.environ.get(PAUSE_ENV) == key:
+        if key and _pause_at == key:
             _pause(key)
         yield
     finally:
@@ -96,7 +98,7 @@ def phase(name: str, key: str = ""):
 
 def pause_point(key: str) -> None:
     """A place inside a loop where a test may ask to wait for a signal (see the module docstring)."""
-    if os.environ.get(PAUSE_ENV) == key:
+    if _pause_at == key:
         _pause(key)
 
 

@@ -152,3 +152,21 @@ def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.T
     """One-hot targets with label smoothing (timm: off-value smoothing / C, on-value 1 - smoothing + smoothing / C)."""
     off = smoothing / num_classes
     return torch.full((y.shape[0], num_classes), off, device=y.device).scatter_(1, y[:, None], 1.0 - smoothing + off)
+
+
+def augmented_draws(images: np.ndarray, name: str, draws: int = 4) -> np.ndarray:
+    """(n, draws, H, W, 3) uint8: `draws` independent draws of augmentation `name` of each (H, W, 3) uint8 image,
+    from a fixed generator of their own (the training generators are not touched): what the run trains with."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    g = torch.Generator().manual_seed(0)
+    outs = [augment(name, x, g) for _ in range(draws)]
+    as_uint8 = lambda t: (t.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    return np.stack([as_uint8(o) for o in outs], axis=1)
+
+
+def augmentation_grid(images: np.ndarray, name: str, draws: int = 4) -> np.ndarray:
+    """(n * (draws + 1), H, W, 3) uint8: each image as stored, then its `draws` augmented versions
+    (augmented_draws: the same figure every time)."""
+    imgs = np.asarray(images)
+    drawn = augmented_draws(imgs, name, draws)
+    return np.stack([img for i in range(len(imgs)) for img in [imgs[i], *drawn[i]]])

@@ -1,12 +1,16 @@
 """Batches from uint8 tensors that live on the training device.
 
 The whole split is one (N, 3, H, W) uint8 tensor (channels-last in memory: the cache's NHWC layout,
-viewed as NCHW, costs no copy). Each epoch draws a permutation from a seeded CPU generator (identical on
-every device, and its state goes into the checkpoint), gathers batches on the device and converts them to
-float in [0, 1]. The last partial batch is kept, as Keras does (see batch_bounds).
+viewed as NCHW, costs no copy). A training epoch (`shuffled_batches`) draws a permutation from a seeded CPU
+generator (identical on every device, and its state goes into the checkpoint) and yields index batches that
+the step gathers on the device; evaluation (`DeviceLoader`) serves a split, or some of its images, in their
+stored order. Batches are converted to float in [0, 1] on the device. The last partial batch is kept, as Keras
+does (see batch_bounds).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -18,27 +22,44 @@ def to_device_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class DeviceLoader:
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, batch_size: int):
-        self.images = to_device_tensor(images, device)
-        self.labels = torch.from_numpy(labels).to(device)
-        self.device = device
-        self.batch_size = batch_size
+    """A split on the device, in batches of `batch_size` in a fixed order: all its images, or those at `index`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 index: torch.Tensor | None = None):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.device = images.device
+        self.index = torch.arange(images.shape[0], device=self.device) if index is None else index
+
+    @classmethod
+    def upload(cls, images: np.ndarray, labels: np.ndarray, device: torch.device, batch_size: int) -> DeviceLoader:
+        return cls(to_device_tensor(images, device), torch.from_numpy(labels).to(device), batch_size)
+
+    def subset(self, index: np.ndarray) -> DeviceLoader:
+        """The images at `index`, in that order, from the tensors already on the device (nothing is copied)."""
+        return DeviceLoader(self.images, self.labels, self.batch_size,
+                            torch.from_numpy(index).to(self.device, non_blocking=True))
 
     def __len__(self) -> int:
         return len(batch_bounds(self.num_images, self.batch_size))
 
     @property
     def num_images(self) -> int:
-        return self.images.shape[0]
+        return self.index.shape[0]
 
-    def epoch(self, generator: torch.Generator | None, shuffle: bool = True):
-        """Yield (uint8 images, labels) batches; the order comes from `generator` (CPU) when shuffling."""
-        n = self.num_images
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        order = order.to(self.device, non_blocking=True)
-        for start, end in batch_bounds(n, self.batch_size):
-            idx = order[start:end]
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) batches in the loader's order."""
+        for start, end in batch_bounds(self.num_images, self.batch_size):
+            idx = self.index[start:end]
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+
+
+def shuffled_batches(indices: np.ndarray, generator: torch.Generator, device: torch.device,
+                     batch_size: int) -> Iterator[torch.Tensor]:
+    """One training epoch over `indices`: device index batches in an order drawn from `generator` (CPU)."""
+    order = torch.from_numpy(indices)[torch.randperm(len(indices), generator=generator)]
+    order = order.to(device, non_blocking=True)
+    for start, end in batch_bounds(len(order), batch_size):
+        yield order[start:end]
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

@@ -273,23 +273,6 @@ def plot_misclassified(images: np.ndarray, true_names: list[str], pred_names: li
     _image_grid(list(images), labels, cols, path, title)
 
 
-def augmentation_grid(images: np.ndarray, augment_name: str, draws: int = 4) -> np.ndarray:
-    """(n * (draws + 1), H, W, 3) uint8: each image as stored, then `draws` independent draws of the training
-    code's own augment() with a fixed generator. The trainer logs it to TensorBoard; reports never call it: they
-    draw what the run recorded in samples.npz (plot_augmentation), not what today's code would do."""
-    import torch
-
-    from ..data.augment import augment
-
-    imgs = np.asarray(images)
-    x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 255.0
-    g = torch.Generator().manual_seed(0)
-    outs = [augment(augment_name, x, g) for _ in range(draws)]
-    as_uint8 = lambda t: (t.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # noqa: E731
-    drawn = [as_uint8(o) for o in outs]
-    return np.stack([img for i in range(len(imgs)) for img in [imgs[i]] + [d[i] for d in drawn]])
-
-
 def plot_augmentation(images: np.ndarray, augmented: np.ndarray, augment_name: str, path, max_draws: int = 4,
                       max_images: int = 4, title: str = "") -> None:
     """A few training images (rows): the original, then the augmented versions the run drew of it at training
