@@ -27,7 +27,7 @@ def test_throughput_times_the_step_without_run_folders(mini, monkeypatch):
 
     import torch
 
-    from reglab import bench
+    from reglab import benchmark as bench
     from reglab.data import load_data
 
     data = load_data(str(mini), 16, show_progress=False)

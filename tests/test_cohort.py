@@ -289,7 +289,8 @@ def test_no_cohort_member_is_lost_when_interrupted_and_resumed_as_printed(tmp_pa
 
 
 def test_a_finished_cohort_is_extended_like_a_single_run(tmp_path):
-    """train --seeds 2 --pack 2 --keep-last for 3 epochs, then --resume DIR --epochs 5: the same as 5 epochs straight."""
+    """train --seeds 2 --pack 2 --keep-last for 3 epochs, then --resume DIR --epochs 5: the same as 5 epochs
+    straight."""
     data = make_colours(tmp_path / "data")
     common = ["--data", str(data), "--image-size", "16", "--device", "cpu", "--seeds", "2", "--pack", "2",
               "--patience", "0", "--keep-last", "--quiet"]

@@ -1,4 +1,4 @@
-"""Export (reglab.export): a model with its preprocessing inside gives, in its own runtime (onnxruntime,
+"""Export (reglab.exported): a model with its preprocessing inside gives, in its own runtime (onnxruntime,
 torch.jit), the probabilities reglab's own predict path gives, for any batch size, and carries its class names.
 
 One seeded `regularized` model at 32 px (BatchNorm statistics moved off their defaults) is exported once per
@@ -21,7 +21,7 @@ from reglab.config import resolve
 from reglab.data.decode import decode_image
 from reglab.data.loader import to_float
 from reglab.errors import UserError
-from reglab.export import Preprocessed, export_model, read_metadata
+from reglab.exported import Preprocessed, export_model, read_metadata
 from reglab.models import build_model
 
 SIZE = 32
@@ -184,7 +184,7 @@ def test_unknown_format_is_a_user_error(model, classes, tmp_path):
 def test_missing_onnx_package_is_a_user_error(model, classes, tmp_path, monkeypatch):
     import importlib.util
 
-    export_module = importlib.import_module("reglab.export")  # the module; reglab.export is the API's function
+    export_module = importlib.import_module("reglab.exported")
 
     real = importlib.util.find_spec
     monkeypatch.setattr(export_module.importlib.util, "find_spec",

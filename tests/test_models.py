@@ -42,7 +42,8 @@ def test_keras_parity_init_and_batchnorm():
 
 def test_single_regularizers_switch_without_new_model_code():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model("regularized", batchnorm=False).modules())
-    assert not any(isinstance(m, torch.nn.Dropout) for m in model("regularized", dropout=0.0, dense_dropout=0.0).modules())
+    undropped = model("regularized", dropout=0.0, dense_dropout=0.0)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in undropped.modules())
     assert any(isinstance(m, torch.nn.Dropout2d) for m in model("regularized", spatial_dropout=True).modules())
     # `none` keeps the 6-conv depth of regularized with no regularizer
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model("none").modules()) == 6

@@ -123,13 +123,15 @@ def make_run(study: Path, variant: str, model: str, seed: int, acc: float, gap: 
     summary = {
         "status": status, "failure": failure, "model": model, "variant": variant, "seed": seed,
         "chosen_on": chosen_on,
-        "dataset": {"name": "imagenette2-160", "path": "/data/imagenette2-160", "train_size": 9469 - (947 if select else 0),
+        "dataset": {"name": "imagenette2-160", "path": "/data/imagenette2-160",
+                    "train_size": 9469 - (947 if select else 0),
                     "val_size": n_val, "selection_size": 947 if select else 0, "classes": CLASSES, "class_names": names,
                     "identity": {"classes": CLASSES, "counts": {"train": {k: 2367 for k in CLASSES},
                                                                 "val": {k: n_val // c for k in CLASSES}},
                                  "digests": {}, "fingerprint": fingerprint}},
         "device": "cpu", "device_name": "synthetic CPU", "precision": "bf16",
-        "epochs_max": epochs_max, "epochs_run": epochs_run, "best_epoch": epochs_run - 1, "stopped_early": stopped_early,
+        "epochs_max": epochs_max, "epochs_run": epochs_run, "best_epoch": epochs_run - 1,
+        "stopped_early": stopped_early,
         "train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
         "val_loss": None if select else last["val_loss"], "val_accuracy": None if select else last["val_accuracy"],
         "select_loss": last["select_loss"] if select else None,
@@ -261,7 +263,8 @@ def test_compare_numbers_come_from_the_runs_and_scipy(compare_study):
     d = (a.mean() - b.mean()) / 400
     h = sps.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb) / 400
     row = section(md, "Differences and verdicts")
-    assert f"| `regularized` − `basic` | {PP(d)} | [{PP(d - h)}, {PP(d + h)}] | Welch t, seed level (df {df:.1f}) |" in row
+    expected = f"| `regularized` − `basic` | {PP(d)} | [{PP(d - h)}, {PP(d + h)}] | Welch t, seed level (df {df:.1f}) |"
+    assert expected in row
     assert "**differs**: `regularized` is higher than `basic` by 15.33 pp" in row
     assert "2 comparisons, Bonferroni-simultaneous 95% intervals (each at 97.5%)" in md
     # the probability of superiority over the 9 seed pairs, and the minimum detectable difference
@@ -346,7 +349,8 @@ def test_the_three_verdicts(tmp_path):
     s = _study(tmp_path, "inconclusive", [0.60, 0.70, 0.65], [0.62, 0.72, 0.60])
     c = analyze(s, "basic", 0.01).accuracy[0]
     assert c.verdict == "inconclusive" and c.lo < 0 < c.hi
-    assert analysis.verdict_text(c, 0.01) == f"**inconclusive**: the data allow differences from {PP(c.lo)} to {PP(c.hi)}"
+    expected = f"**inconclusive**: the data allow differences from {PP(c.lo)} to {PP(c.hi)}"
+    assert analysis.verdict_text(c, 0.01) == expected
 
 
 def test_a_small_difference_that_is_certain_differs_but_inside_the_margin(tmp_path):
@@ -774,7 +778,8 @@ def test_single_run_report(tmp_path, capsys):
     assert "stopped early at epoch 5" in md
     assert "selected on the same images that judge it: optimistic" in md
     assert "```mermaid\nflowchart TD" in md and '<svg class="model-diagram"' in html
-    for needle in ("labhost", "0123456789ab (dirty: uncommitted changes)", "native bf16: yes", "`reglab compare --out study`"):
+    for needle in ("labhost", "0123456789ab (dirty: uncommitted changes)", "native bf16: yes",
+                   "`reglab compare --out study`"):
         assert needle in md
     assert "Traceback" not in capsys.readouterr().err
     per_class = section(md, "Per-class accuracy")

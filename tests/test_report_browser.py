@@ -75,7 +75,8 @@ def test_compare_report_in_chromium(browser, tmp_path):
         assert diagrams.nth(i).locator("text").count() >= 8
     # nothing spills past the page: every figure fits the text column
     column = page.evaluate("document.body.clientWidth")
-    for w in page.eval_on_selector_all("figure img, figure svg", "els => els.map(e => e.getBoundingClientRect().width)"):
+    widths = page.eval_on_selector_all("figure img, figure svg", "els => els.map(e => e.getBoundingClientRect().width)")
+    for w in widths:
         assert 0 < w <= column
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     page.close()

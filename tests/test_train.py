@@ -22,7 +22,8 @@ RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "curves.png", "best.s
 
 
 def train_args(mini, out, *extra):
-    return ["train", "--data", str(mini), "--image-size", "32", "--epochs", "2", "--device", "cpu", "--out", str(out), *extra]
+    return ["train", "--data", str(mini), "--image-size", "32", "--epochs", "2", "--device", "cpu", "--out", str(out),
+            *extra]
 
 
 def test_train_writes_every_file_of_the_run_folder(mini, tmp_path, capsys):
@@ -279,10 +280,11 @@ def test_training_never_imports_the_report_layer(mini, tmp_path):
     """A whole run (curves.png and the TensorBoard augmentation grid included) uses nothing of reglab.reports;
     importing the training modules does not import matplotlib either (only drawing curves.png does)."""
     code = ("import sys\n"
-            "import reglab.bench, reglab.run\n"
+            "import reglab.benchmark, reglab.run\n"
             "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))\n"
             "from reglab.config import Config\n"
-            f"reglab.run.train(Config(data={str(mini)!r}, image_size=16, epochs=1, device='cpu'), {str(tmp_path / 'run')!r},"
+            f"reglab.run.train(Config(data={str(mini)!r}, image_size=16, epochs=1, device='cpu'), "
+            f"{str(tmp_path / 'run')!r},"
             " quiet=True)\n"
             "print(sorted(m for m in sys.modules if m.startswith('reglab.reports')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

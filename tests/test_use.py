@@ -134,13 +134,13 @@ def test_every_cli_option_is_an_api_option():
 
 
 def test_api_functions_keep_their_names_after_every_submodule_is_imported():
-    """reglab.predict, .export and .bench share their names with modules: importing those modules (as the CLI, the
-    API and the tests do) must not replace the functions, as reglab.report once was by the report package."""
+    """No submodule is named like an API function: importing every module (as the CLI, the API and the tests do)
+    must not replace a function, as reglab.report once was by the report package."""
     import importlib
 
     import reglab.api
 
-    for module in ("bench", "export", "predict", "reports.render", "study", "executors", "variants"):
+    for module in ("benchmark", "exported", "trained", "reports.render", "study", "executors", "variants"):
         importlib.import_module(f"reglab.{module}")
     for name in reglab.__all__:
         if name[0].islower() and name != "__version__":

@@ -11,13 +11,20 @@ The Python API (api.py: what the `reglab` command calls, with every option its f
 
 __version__ = "0.2.0"  # the one version number: pyproject.toml reads it from here
 
-# The modules named like API functions are imported first: a submodule imported after the function was bound
-# would replace reglab.predict (the function) with the module predict.py.
-from . import bench as _bench, export as _export, predict as _predict  # noqa: E402, F401
-from .api import (  # noqa: E402  (after __version__, which the modules below the API read)
-    ablate, bench, compare, export, list_variants, load_run, predict, report, resume, summary, train)
-from .config import Config  # noqa: E402
+from .config import Config  # noqa: E402  (after __version__, which the modules below read)
 from .errors import UserError  # noqa: E402
 
+API = ("train", "resume", "compare", "ablate", "list_variants", "report", "load_run", "predict", "export", "summary",
+       "bench")
 __all__ = ["Config", "UserError", "train", "resume", "compare", "ablate", "list_variants", "report", "load_run",
            "predict", "export", "summary", "bench", "__version__"]
+
+
+def __getattr__(name: str):
+    """The API functions (api.py), imported on first use: `import reglab` stays light (no torch) until a function
+    is called. No submodule is named like an API function, so importing one never replaces a function."""
+    if name in API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'reglab' has no attribute {name!r}")

@@ -24,14 +24,14 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
-from . import bench as benchmark
+from . import benchmark
 from . import run, rundir, study
 from .config import FIELD_NAMES, MAX_SEED, Config, absolute_data, check_keys, resolve
 from .errors import UserError
 from .executors import Executor
 from .models import build_model, summary_text
-from .predict import TrainedRun, export_run, predict_to_csv
-from .predict import load_run as load_trained_run
+from .trained import TrainedRun, export_run, predict_to_csv
+from .trained import load_run as load_trained_run
 from .reports.render import render_report
 from .rundir import Summary
 from .variants import COMPARE_VARIANTS, parse_variants, variant_catalogue

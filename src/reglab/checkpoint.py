@@ -76,7 +76,8 @@ def load_checkpoint(path: Path) -> dict:
             f"crafted to run code when unpickled ({_unpickling_reason(e)}); delete it and train again"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); delete it and train again") from None
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); delete it and train "
+                        "again") from None
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         found = state.get("reglab_version", "unknown") if isinstance(state, dict) else "unknown"
         raise UserError(
@@ -127,7 +128,8 @@ def check_compatible(path: Path, model: torch.nn.Module, saved: dict) -> None:
         missing = sorted(set(own) - set(theirs))[:3]
         differ = [k for k in own if k in theirs and own[k] != theirs[k]][:3]
         detail = f"missing {missing}" if missing else f"shapes differ at {differ}" if differ else "extra tensors"
-        raise UserError(f"checkpoint {path} belongs to another model ({detail}); check --model and --config, or use --overwrite")
+        raise UserError(f"checkpoint {path} belongs to another model ({detail}); check --model and --config, or use "
+                        "--overwrite")
 
 
 # ------------------------------------------------------------------------------------ what last.ckpt holds

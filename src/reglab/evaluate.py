@@ -6,8 +6,8 @@ generalization gap; `sample_images` the few training images a run folder keeps a
 
 How: in eval mode, in large batches, from uint8 images already on the device, losses and counts accumulated on
 the device and read once. `evaluate_cohort` evaluates every member of a packed cohort at once on its own images
-(each epoch end); `evaluate` one ordinary network, and `evaluate_restored` the restored best weights at the end on everything the
-summary reports. A signal (inside signals.graceful()) ends any of them early: the caller checks
+(each epoch end); `evaluate` one ordinary network, and `evaluate_restored` the restored best weights at the end
+on everything the summary reports. A signal (inside signals.graceful()) ends any of them early: the caller checks
 `signals.requested`.
 """
 

@@ -98,7 +98,8 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     """(trainable, non-trainable) as Keras counts them: BatchNorm running mean/var are non-trainable."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     non_trainable = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    non_trainable += sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+    statistics = ("running_mean", "running_var")
+    non_trainable += sum(b.numel() for name, b in model.named_buffers() if name.endswith(statistics))
     return trainable, non_trainable
 
 

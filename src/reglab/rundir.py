@@ -84,7 +84,8 @@ def _typed(data: dict, key: str, kinds, default=None, *, low=None, high=None):
 
 def _kind_name(kinds) -> str:
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    names = {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list", dict: "a mapping"}
+    names = {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list",
+             dict: "a mapping"}
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 

@@ -31,7 +31,8 @@ def random_brightness(x: torch.Tensor, g: torch.Generator, max_delta: float = 0.
 
 
 def random_contrast(x: torch.Tensor, g: torch.Generator, lower: float = 0.8, upper: float = 1.2) -> torch.Tensor:
-    """tf.image.random_contrast: (x - mean) * f + mean, mean per image and channel, one f ~ U[lower, upper] per image."""
+    """tf.image.random_contrast: (x - mean) * f + mean, mean per image and channel, one f ~ U[lower, upper] per
+    image."""
     factor = _uniform(x.shape[0], lower, upper, g, x.device)[:, None, None, None]
     mean = x.mean(dim=(-2, -1), keepdim=True)
     return ((x - mean) * factor + mean).clamp_(0.0, 1.0)

@@ -166,7 +166,8 @@ def _load_entry(folder: Path, split: SplitFiles, size: int) -> DecodedSplit | No
         skipped = {p: why for p, why in meta["skipped"]}
         kept = [i for i, p in enumerate(paths) if p not in skipped]
         n = meta["count"]
-        if (meta["size"], meta["classes"], n, meta["paths"]) != (size, split.classes, len(kept), [paths[i] for i in kept]):
+        wanted = (size, split.classes, len(kept), [paths[i] for i in kept])
+        if (meta["size"], meta["classes"], n, meta["paths"]) != wanted:
             return None
         expected = n * size * size * 3
         if data_path.stat().st_size != max(expected, size * size * 3):

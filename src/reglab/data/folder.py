@@ -93,13 +93,15 @@ def scan(root: str | os.PathLike) -> tuple[SplitFiles, SplitFiles, list[tuple[st
     stat'ed (broken links, symlink loops); the caller decides (error or skip) as for undecodable images."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise UserError(f"data directory {show(root)} does not exist; pass --data DIR (an ImageFolder tree) or a dataset name")
+        raise UserError(f"data directory {show(root)} does not exist; pass --data DIR (an ImageFolder tree) or a "
+                        "dataset name")
     if not root.is_dir():
         raise UserError(f"data path {show(root)} is not a directory; pass --data DIR with train/ and val/ inside")
     for split in SPLITS:
         if not (root / split).is_dir():
             raise UserError(
-                f"data directory {show(root)} has no {split}/ folder; expected ImageFolder layout {split}/<class>/<images>"
+                f"data directory {show(root)} has no {split}/ folder; expected ImageFolder layout "
+                f"{split}/<class>/<images>"
             )
     exts = image_extensions()
     train_classes = _class_dirs(root / "train")
@@ -119,7 +121,8 @@ def scan(root: str | os.PathLike) -> tuple[SplitFiles, SplitFiles, list[tuple[st
             parts.append(f"only in train: {', '.join(map(show, only_train))}")
         if only_val:
             parts.append(f"only in val: {', '.join(map(show, only_val))}")
-        raise UserError(f"classes differ between train and val in {show(root)} ({'; '.join(parts)}); make the class folders match")
+        raise UserError(f"classes differ between train and val in {show(root)} ({'; '.join(parts)}); make the class "
+                        "folders match")
 
     splits = []
     for split in SPLITS:
@@ -129,13 +132,15 @@ def scan(root: str | os.PathLike) -> tuple[SplitFiles, SplitFiles, list[tuple[st
             found = _files_in(root / split / cls, exts)
             if not found:
                 raise UserError(
-                    f"class folder {show(root / split / cls)} has no images; add images or remove the folder from both splits"
+                    f"class folder {show(root / split / cls)} has no images; add images or remove the folder from "
+                    "both splits"
                 )
             for path, st in found:
                 if isinstance(st, OSError):
                     unreadable.append((path, st.strerror or str(st)))
                 else:
-                    files.append(FileEntry(path=os.path.abspath(path), label=label, size=st.st_size, mtime_ns=st.st_mtime_ns))
+                    files.append(FileEntry(path=os.path.abspath(path), label=label, size=st.st_size,
+                                           mtime_ns=st.st_mtime_ns))
         splits.append(SplitFiles(name=split, classes=train_classes, files=files, unreadable=unreadable))
     train, val = splits
     return train, val, train.unreadable + val.unreadable

@@ -81,7 +81,8 @@ def conclusions(study: Study, an: Analysis) -> list[str]:
     base = an.reference
     out = [facts.design_text(study.runs, study.design)]
     if not an.m:
-        return out + [f"The study holds only {code(base)} among its finished runs: there is nothing to compare it with."]
+        return out + [f"The study holds only {code(base)} among its finished runs: there is nothing to compare it "
+                      "with."]
     for what, comps in (("headline accuracy", an.accuracy), ("generalization gap", an.gap)):
         groups = {"differs": [], "equivalent": [], "inconclusive": [], "not ranked": []}
         for c in comps:

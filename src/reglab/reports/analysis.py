@@ -367,8 +367,8 @@ def method_notes(an: Analysis | None, study_runs: list[RunFacts]) -> list[str]:
                    f"against {code(an.reference)}): {an.family}. Bonferroni rather than Holm because Holm's step-down "
                    "has no matching intervals, and a verdict must agree with the interval printed beside it.")
         out.append(f"**Verdicts:** differs / equivalent within {fmt_margin(an.margin)} / inconclusive, read off the "
-                   "interval. Inconclusive means these data cannot decide either way; it comes with the range of differences "
-                   "the data allow.")
+                   "interval. Inconclusive means these data cannot decide either way; it comes with the range of "
+                   "differences the data allow.")
         out.append("**Seed level:** Welch's t on the seeds' values (accuracies as integer correct counts, so seeds at "
                    "the same accuracy have exactly zero spread), when both variants have at least 2 seeds with some "
                    "spread. Next to it: the approximate minimum detectable difference at 80% power, and the "

@@ -305,7 +305,8 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path / 'study.json'} is damaged ({e}); delete it to render from the runs alone") from None
+            raise UserError(f"{path / 'study.json'} is damaged ({e}); delete it to render from the runs "
+                            "alone") from None
     by_variant: dict[str, list[Run]] = {}
     for run in scanned:
         by_variant.setdefault(run.variant, []).append(run)
@@ -357,7 +358,8 @@ def _check(study: Study, warn_stderr: bool) -> None:
         prints.setdefault(fp, []).append(f)
     known = {fp: fs for fp, fs in prints.items() if fp is not None}
     if len(known) > 1:
-        parts = "; ".join(f"data `{visible(fp)}`: " + ", ".join(run_label(f.run) for f in fs) for fp, fs in known.items())
+        parts = "; ".join(f"data `{visible(fp)}`: " + ", ".join(run_label(f.run) for f in fs)
+                          for fp, fs in known.items())
         study.alerts.append(f"**These runs were trained on different data** (the fingerprints of their file lists "
                             f"differ): {parts}. Comparisons between them mix datasets.")
         lines.append(f"runs under {study.path} were trained on different data: " + plain(parts))

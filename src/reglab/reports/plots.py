@@ -312,7 +312,8 @@ def plot_forest(items: list[dict], path, xlabel: str, limit: float, margin: floa
         if math.isfinite(lo) and math.isfinite(hi):
             a, b = max(lo, -edge), min(hi, edge)
             ax.plot([a, b], [y, y], color=c, lw=2.2)
-            for end, cut, mark in ((a, lo < -edge or d.get("clipped_lo"), "<"), (b, hi > edge or d.get("clipped_hi"), ">")):
+            ends = ((a, lo < -edge or d.get("clipped_lo"), "<"), (b, hi > edge or d.get("clipped_hi"), ">"))
+            for end, cut, mark in ends:
                 ax.plot([end], [y], marker=mark if cut else "|", color=c, ms=9 if cut else 10, mew=1.5)
                 if cut:
                     arrows.append(d["label"] + mark)

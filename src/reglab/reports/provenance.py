@@ -87,7 +87,8 @@ def setup_section(doc: Document, study: Study, an: Analysis) -> None:
     items.append("**Device:** " + "; ".join(f"{esc(d)} ({n} run{'s' if n > 1 else ''})"
                                             for d, n in Counter(_device(r) for r in runs).items()))
     precision = Counter(str(r.summary.precision or _prov(r).precision or "not recorded") for r in runs)
-    items.append("**Precision:** " + "; ".join(f"{esc(p)} ({n} run{'s' if n > 1 else ''})" for p, n in precision.items()))
+    items.append("**Precision:** " + "; ".join(f"{esc(p)} ({n} run{'s' if n > 1 else ''})"
+                                               for p, n in precision.items()))
     cpus = _distinct((_prov(r).cpu, _prov(r).cpu_count, _prov(r).cpu_native_bf16) for r in runs if _prov(r).cpu)
     items.append("**CPU:** " + (_listing(cpus, lambda c: f"{esc(c[0])}, {c[1]} logical cores, native bf16: "
                                                          f"{'yes' if c[2] else 'no'}") if cpus else "not recorded"))

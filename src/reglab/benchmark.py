@@ -150,7 +150,8 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"reglab bench on {result['provenance']['device_name']} ({result['data']}, {result['image_size']}px)")
+    where = f"{result['provenance']['device_name']} ({result['data']}, {result['image_size']}px)"
+    t = Table(title=f"reglab bench on {where}")
     t.add_column("measurement")
     t.add_column("value", justify="right")
     t.add_row("decode + cache, cold", f"{result['decode_cold_s']:.2f} s ({result['images']} images)")

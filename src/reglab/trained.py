@@ -181,7 +181,7 @@ def predict_to_csv(run_dir: Path, inputs: list[str], out: Path, top_k: int = 3, 
 def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
     """`reglab export`: the restored best model with its preprocessing inside, for use without reglab."""
     from . import __version__
-    from .export import export_model
+    from .exported import export_model
 
     run = load_run(run_dir, "cpu", precision="fp32")
     if out is None:
