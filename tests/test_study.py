@@ -95,3 +95,15 @@ def test_interrupted_study_says_to_rerun_the_same_command(mini, tmp_path, monkey
     err = capsys.readouterr().err
     assert code == 128 + signal.SIGTERM
     assert err.count("\n") == 1 and "rerun the same command" in err and "reglab" in err
+
+
+def test_the_ray_executor_never_joins_a_cluster_it_was_not_given(monkeypatch):
+    """Ray's own default for no address joins whatever /tmp/ray/ray_current_cluster names, which a cluster long
+    gone leaves behind (CI waited 14 minutes on one): with no address reglab starts a new local instance."""
+    from reglab.executors import _cluster
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert _cluster(None) == {"address": "local", "_node_ip_address": "127.0.0.1"}
+    assert _cluster("10.0.0.5:6379") == {"address": "10.0.0.5:6379"}
+    assert _cluster("auto") == {"address": "auto"}
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    assert _cluster(None) == {"address": None}  # Ray reads RAY_ADDRESS itself

@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--jobs", type=_positive_int, default=1, help="runs at once with the local executor "
                        "(default 1)")
     study.add_argument("--executor", choices=EXECUTORS, default="local", help="default local")
-    study.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    study.add_argument("--address", help="Ray cluster address, or 'auto' for the one `ray start` began here "
+                       "(default: RAY_ADDRESS if set, else a new local instance)")
     study.add_argument("--gpus-per-run", type=_gpus, default=None, help="Ray: GPUs per run, e.g. 0.25 for four "
                        "runs a GPU (default 0.25)")
     study.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin of the verdicts, "

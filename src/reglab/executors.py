@@ -207,7 +207,8 @@ def _on_ray(units: list[Unit], how: Executor, on_result: OnResult, data: Data | 
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=how.address, include_dashboard=False, log_to_driver=not quiet, configure_logging=False)
+            ray.init(include_dashboard=False, log_to_driver=not quiet, configure_logging=False,
+                     **_cluster(how.address))
         except ConnectionError as e:
             raise UserError(f"cannot reach the Ray cluster at {how.address}: {e}; check --address") from None
     refs: dict = {}
@@ -239,6 +240,16 @@ def _on_ray(units: list[Unit], how: Executor, on_result: OnResult, data: Data | 
                 ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()
+
+
+def _cluster(address: str | None) -> dict:
+    """Which Ray instance to use: the cluster at `address` (or at RAY_ADDRESS), else a new local instance on the
+    loopback address. Never Ray's own default for no address, which joins whatever /tmp/ray/ray_current_cluster
+    names: a cluster long gone left ray.init retrying for minutes. Give `--address auto` to join the cluster
+    `ray start` began on this machine."""
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return {"address": address}
+    return {"address": "local", "_node_ip_address": "127.0.0.1"}
 
 
 def _ray_task(ray, how: Executor):
