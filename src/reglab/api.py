@@ -24,6 +24,8 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+
 from . import benchmark
 from . import run, rundir, study
 from .config import FIELD_NAMES, MAX_SEED, Config, absolute_data, check_keys, resolve
@@ -35,6 +37,8 @@ from .trained import load_run as load_trained_run
 from .reports.render import render_report
 from .rundir import Summary
 from .variants import COMPARE_VARIANTS, parse_variants, variant_catalogue
+
+MAX_CLASSES = 100_000  # summary's --num-classes: ImageNet-21k has 21,841; more is a typo (1e9 asked for a terabyte)
 
 Seeds = int | list[int]
 
@@ -129,7 +133,11 @@ def export(run_dir: str | Path, *, format: str = "onnx", out: str | Path | None 
 def summary(model: str = "regularized", *, num_classes: int = 10, **settings) -> str:
     """A Keras-like summary of a model preset (settings: config keys that shape it, e.g. image_size=64)."""
     cfg = resolve({**settings, "model": model})
-    return summary_text(build_model(cfg, _positive("num_classes", num_classes)), cfg.image_size, title=model)
+    if _positive("num_classes", num_classes) > MAX_CLASSES:
+        raise UserError(f"invalid num_classes {num_classes}; at most {MAX_CLASSES:,}")
+    with torch.device("meta"):  # shapes and counts without allocating: a model of any allowed size is described
+        network = build_model(cfg, num_classes)
+    return summary_text(network, cfg.image_size, title=model)
 
 
 def bench(data: str = "imagenette2-160", *, device: str = "auto", json_path: str | Path | None = None,

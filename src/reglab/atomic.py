@@ -96,11 +96,23 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory",
 
 def check_can_create(path: str | os.PathLike, what: str = "output folder") -> None:
     """Without creating anything: could `path` be created (or written, if it is a folder) by this process?"""
+    _check_creatable(Path(path).absolute(), Path(path).absolute(), what, "created")
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> None:
+    """Before any work: a file could be written at `path` (not a folder; its folder exists or could be created,
+    and is writable). Creates nothing."""
     path = Path(path).absolute()
-    ancestor = path
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name")
+    _check_creatable(path, path.parent, what, "written")
+
+
+def _check_creatable(path: Path, folder: Path, what: str, verb: str) -> None:
+    ancestor = folder  # the nearest folder that exists decides
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise UserError(f"{what} {path} cannot be created: {ancestor} is a file, not a folder; choose another path")
+        raise UserError(f"{what} {path} cannot be {verb}: {ancestor} is a file, not a folder; choose another path")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path} is not writable ({ancestor}: permission denied); choose another folder")

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from .errors import UserError
+from .readfile import read_text
 
 # The fields with a fixed set of values: each set is written once, as a type (a typo is a type error), and the
 # tuple of its values (what validate() and the CLI's choices accept) is read from it.
@@ -38,6 +39,12 @@ BAD_IMAGE_POLICIES: tuple[str, ...] = get_args(BadImagePolicy)
 # What torch.device accepts for the machines reglab runs on, plus auto (cuda, then mps, then cpu).
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?")
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch accepts it too
+CONFIG_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; a larger file is the wrong file (or /dev/zero)
+# Upper bounds on every size a model or a run is built from, far above any small classifier, so that a typo or a
+# hostile file is one line instead of minutes of building layers or an allocation of terabytes.
+MAX_WIDTH = 16_384
+SIZE_BOUNDS = {"convs_per_block": 16, "dense_width": 65_536, "batch_size": 65_536, "eval_batch_size": 65_536,
+               "epochs": 100_000, "clean_train_sample": 10_000_000}
 MAX_IMAGE_SIZE = 1024  # the decode cache and the dense layer grow with its square; memory is checked later too
 
 
@@ -151,8 +158,15 @@ class Config:
                      "clean_train_sample"):
             if getattr(self, name) < 1:
                 bad(name, getattr(self, name), "it must be a positive integer")
+        for name, most in SIZE_BOUNDS.items():  # before anything is allocated from them (a memory check included)
+            if getattr(self, name) > most:
+                bad(name, getattr(self, name), f"at most {most:,}")
         if not self.widths or any(int(w) < 1 for w in self.widths):
             bad("widths", self.widths, "give one positive channel count per block, e.g. [32, 64, 128]")
+        if len(self.widths) > 10:
+            bad("widths", self.widths, "at most 10 blocks (each halves the image: 1024 px / 2^10 = 1)")
+        if any(int(w) > MAX_WIDTH for w in self.widths):
+            bad("widths", self.widths, f"at most {MAX_WIDTH:,} channels a block (the notebook's widest is 128)")
         step = 2 ** len(self.widths)
         if self.image_size % step != 0:
             bad("image_size", self.image_size, f"it must be a multiple of {step} (one 2x pool per block), e.g. "
@@ -269,12 +283,7 @@ def load_recipe(name: str) -> dict:
 def load_config_file(path: str | Path) -> dict:
     """Parse a YAML config safely (no object construction); unknown keys are errors."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"config file {path} not found; check the --config path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file {path}: {e}") from None
+    text = read_text(path, CONFIG_FILE_BYTES, "config file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

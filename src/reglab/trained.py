@@ -30,6 +30,7 @@ from .device import autocast, pick_device
 from .errors import UserError
 from .models import build_model
 from .progress import echo, progress
+from .readfile import regular_file_error
 from .text import say
 
 
@@ -123,24 +124,23 @@ def find_images(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found += [os.path.join(root, n) for n in sorted(names)
                           if not n.startswith(".") and os.path.splitext(n)[1].lower() in exts]
-        elif p.is_file():
+        elif not (why := regular_file_error(p)):
             found.append(str(p))
         else:
-            problems.append((item, "no such file or folder"))
+            problems.append((item, "no such file or folder" if why == "no such file" else why))
     return found, problems
 
 
 def predict_to_csv(run_dir: Path, inputs: list[str], out: Path, top_k: int = 3, device: str = "auto",
                    batch_size: int = 256, quiet: bool = False) -> dict:
     """`reglab predict`: a CSV with one row per image (path, predicted class, its probability, top-k)."""
-    run = load_run(run_dir, device)
-    paths, problems = find_images(inputs)
+    paths, problems = find_images(inputs)  # check first: the inputs and --out before the model is loaded
     for item, why in problems:
         raise UserError(f"cannot read input {show(item)}: {why}; give image files or folders")
     if not paths:
         raise UserError(f"no images found in {', '.join(map(show, inputs))}; give image files or folders")
-    if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a CSV file name")
+    run = load_run(run_dir, device)
+    atomic.check_output_file(out, "--out")
     k = min(top_k, len(run.classes))
     rows, skipped = [], []
     with progress(not quiet) as bar:
@@ -183,9 +183,10 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
     from . import __version__
     from .exported import export_model
 
-    run = load_run(run_dir, "cpu", precision="fp32")
     if out is None:
         out = run_dir / ("model.onnx" if fmt == "onnx" else "model.pt")
+    run = load_run(run_dir, "cpu", precision="fp32")
+    atomic.check_output_file(out, "export output")  # check first: before the model is traced and written
     meta = {"reglab_version": __version__, "run": str(run_dir), "model": run.config.model,
             "variant": run.summary.variant, "seed": run.config.seed,
             "restored_val_accuracy": run.summary.restored_val_accuracy, "class_folders": run.classes}

@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..readfile import regular_file_error
+
 # Refuse decompression bombs early: a larger declared size is an error, not a warning.
 MAX_PIXELS = 64_000_000
 # Pillow identifies a file by its content, whatever its extension, and renders EPS by running Ghostscript
@@ -72,6 +74,9 @@ def resize_bilinear(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def decode_image(path: str, size: int) -> np.ndarray:
+    not_a_file = regular_file_error(path)  # a FIFO would block Pillow's open forever, a device never end
+    if not_a_file:
+        raise DecodeError(f"{not_a_file}, not an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
