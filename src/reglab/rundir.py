@@ -452,7 +452,10 @@ class Run:
         return np.array([np.nan if row.get(name) is None else row[name] for row in self.metrics], dtype=float)
 
     def predictions(self) -> dict | None:
-        return read_predictions(self.path / "predictions.npz")
+        """predictions.npz's arrays (None when absent), read once: a report asks for them more than once."""
+        if "_predictions" not in self.__dict__:
+            self.__dict__["_predictions"] = read_predictions(self.path / "predictions.npz")
+        return self.__dict__["_predictions"]
 
     def samples(self) -> dict[str, np.ndarray] | None:
         """samples.npz's arrays (images, and the augmented draws where the run recorded them); None when absent."""
