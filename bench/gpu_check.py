@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import shutil
@@ -34,6 +35,7 @@ from pathlib import Path
 from reglab import atomic  # light: `record` runs between stages and must not wait for torch to import
 
 MODELS = ("basic", "regularized")
+COHORT_BATCH = 16  # the batch of the bench's cohort curve and of the seed recipe
 RECIPE_EPOCHS = 50  # the seed recipe's maximum; its early stopping usually ends a run well before
 SAFETY = 1.25  # estimated seconds are multiplied by this before a plan is accepted
 CANNOT_FIT = 3
@@ -261,15 +263,20 @@ def cmd_bench(a) -> int:
 
 def epoch_seconds(bench: dict, model: str, seeds: int, packed: bool) -> float:
     """Seconds for one epoch of `seeds` seeds of `model` (training steps and the val/ evaluation), from the
-    cohort curve at batch 16. Packed: the measured cohort of that size, else the largest measured one scaled up
-    in proportion (packing never costs more than that); not packed: `seeds` single runs one after another."""
-    points = {p["members"]: p for p in bench["cohorts"] if p["model"] == model}
+    cohort curve at batch 16. Packed: the smallest measured cohort at least that large (a cohort costs more as it
+    grows), else the largest scaled up in proportion (packing never costs more than that); not packed: `seeds`
+    single runs one after another. A bench stopped before its cohort curve: its batch-16 throughput, one seed
+    after another, without the evaluation."""
+    points = {p["members"]: p for p in bench.get("cohorts", []) if p["model"] == model}
+    if not points:
+        row = next(r for r in bench["throughput"] if (r["model"], r["batch_size"]) == (model, COHORT_BATCH))
+        return seeds * row["step_s"] * math.ceil(bench["train_images"] / COHORT_BATCH)
     if not packed:
         one = points[1]
         return seeds * (one["step_s"] * one["steps_per_epoch"] + one["eval_s"])
-    k = seeds if seeds in points else max(points)
-    p, scale = points[k], seeds / k
-    return scale * (p["step_s"] * p["steps_per_epoch"] + p["eval_s"])
+    k = min((k for k in points if k >= seeds), default=max(points))
+    p = points[k]
+    return max(seeds / k, 1) * (p["step_s"] * p["steps_per_epoch"] + p["eval_s"])
 
 
 def plan_compare(available_s: float, per_epoch, overhead_s: float, min_epochs: int, seeds: int = 5,
@@ -321,9 +328,10 @@ def cmd_compare(a) -> int:
     bench = json.loads((a.out / "bench.json").read_text()) if (a.out / "bench.json").exists() else {}
     path = a.out / "compare.json"
     doc = {"rule": rule(a.seeds, a.min_epochs, a.max_epochs), "reference": REFERENCE, "overhead_s": a.overhead}
-    if not bench.get("cohorts"):
-        atomic.write_json(path, {**doc, "status": "skipped", "reason": "bench.json has no cohort curve to size "
-                                                                        "the experiment from"})
+    measured = {(r["model"], r["batch_size"]) for r in bench.get("throughput", [])}
+    if not bench.get("cohorts") and not all((m, COHORT_BATCH) in measured for m in MODELS):
+        atomic.write_json(path, {**doc, "status": "skipped", "reason": "bench.json has no batch-16 step time to "
+                                                                        "size the experiment from"})
         return CANNOT_FIT
     packed = a.device != "cpu"  # --pack auto packs a variant's seeds on CUDA only
     available = a.until - time.time()
