@@ -45,12 +45,12 @@ if [ "$mode" = cpu-smoke ]; then
     budget=${budget:-600} data=${data:-.data/imagenette2-mini} device=cpu size=32 smoke_size=32
     smoke_share=50 bench_share=25 precisions=fp32  # bf16 is emulated, and slow, on most CPUs
     bench_flags=(--batch-sizes 8,16 --cohorts 1,2 --steps 2 --naive-batches 2 --precisions fp32)
-    compare_flags=(--min-epochs 1 --max-epochs 2 --seeds 2 --overhead 10)
+    compare_flags=(--min-epochs 1 --max-epochs 2 --seeds 2 --overhead 60)
 else
     budget=${budget:-560} data=${data:-.data/imagenette2-sq160} device=cuda size=160 smoke_size=32
-    smoke_share=16 bench_share=27 precisions=fp32,bf16  # of 560 s: about 90 s and 150 s
+    smoke_share=22 bench_share=25 precisions=fp32,bf16  # of 560 s: 123 s and 140 s, compare the rest
     bench_flags=(--batch-sizes 16,128,512 --cohorts 1,2,5,10,20 --steps 20 --naive-batches 20 --precisions bf16)
-    compare_flags=(--min-epochs 10 --max-epochs 50 --seeds 5 --overhead 30)
+    compare_flags=(--min-epochs 10 --max-epochs 50 --seeds 5 --overhead 45)  # 45 s: its own decode, start-up, final evaluation, report
 fi
 if [ -z "$smoke_data" ]; then
     if [ -d .data/imagenette2-mini ] && [ "$mode" = gpu ]; then smoke_data=.data/imagenette2-mini; else smoke_data=$data; fi
