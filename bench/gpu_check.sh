@@ -30,16 +30,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-here=$(cd "$(dirname "$0")" && pwd)
-out=${OUT:-gpu-check-out}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/reglab-gpu-check.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 REGLAB_DATA=${REGLAB_DATA:-$work/cache}
-log=$out/gpu_check.log
-driver=("${PYTHON:-python}" "$here/gpu_check.py")
-
 if [ "$mode" = cpu-smoke ]; then
     # the same stages on the mini set at 32 px, 1-2 epochs, tiny lists: what the test runs
     budget=${budget:-600} data=${data:-.data/imagenette2-mini} device=cpu size=32 smoke_size=32
@@ -50,12 +40,36 @@ else
     budget=${budget:-560} data=${data:-.data/imagenette2-sq160} device=cuda size=160 smoke_size=32
     smoke_share=22 bench_share=25 precisions=fp32,bf16  # of 560 s: 123 s and 140 s, compare the rest
     bench_flags=(--batch-sizes 16,128,512 --cohorts 1,2,5,10,20 --steps 20 --naive-batches 20 --precisions bf16)
-    compare_flags=(--min-epochs 10 --max-epochs 50 --seeds 5 --overhead 45)  # 45 s: its own decode, start-up, final evaluation, report
+    # overhead: compare's own decode, start-up, each run's last evaluation and files, the report
+    compare_flags=(--min-epochs 10 --max-epochs 50 --seeds 5 --overhead 60)
 fi
 if [ -z "$smoke_data" ]; then
-    if [ -d .data/imagenette2-mini ] && [ "$mode" = gpu ]; then smoke_data=.data/imagenette2-mini; else smoke_data=$data; fi
+    smoke_data=$data
+    if [ -d .data/imagenette2-mini ] && [ "$mode" = gpu ]; then smoke_data=.data/imagenette2-mini; fi
 fi
 budget=${budget%.*}
+# check first, touch last: a bad budget or a missing data folder stops the call before anything is written
+if ! [[ $budget =~ ^[0-9]+$ ]]; then
+    echo "gpu_check.sh: --budget takes a number of seconds, not '$budget'" >&2
+    exit 2
+fi
+for folder in "$data" "$smoke_data"; do
+    if [ ! -d "$folder/train" ]; then
+        echo "gpu_check.sh: no data in $folder (train/ and val/ expected): copy it into .data/ or give --data" >&2
+        exit 2
+    fi
+done
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-gpu-check-out}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/reglab-gpu-check.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 REGLAB_DATA=${REGLAB_DATA:-$work/cache}
+log=$out/gpu_check.log
+driver=("${PYTHON:-python}" "$here/gpu_check.py")
+
 start=$(date +%s)
 deadline=$((start + budget))
 smoke_cap=$((budget * smoke_share / 100)) bench_cap=$((budget * bench_share / 100))

@@ -128,3 +128,10 @@ def test_epoch_estimate_never_takes_a_smaller_cohort_than_asked():
     assert seconds(bench, "basic", 3, packed=False) == 3 * epoch[1]
     cut = {"train_images": 120, "throughput": [{"model": "basic", "batch_size": 16, "step_s": 0.5}]}
     assert seconds(cut, "basic", 2, packed=True) == 2 * 0.5 * 8
+
+
+def test_bad_input_stops_the_script_before_anything_is_written(mini, tmp_path):
+    for flags in (["--budget", "soon"], ["--data", str(tmp_path / "missing")], ["--fast"]):
+        out = tmp_path / "out"
+        done = _check(out, "--cpu-smoke", "--data", str(mini), *flags)
+        assert done.returncode == 2 and done.stderr.startswith("gpu_check.sh: ") and not out.exists(), flags
