@@ -39,3 +39,38 @@ def test_throughput_times_the_step_without_run_folders(mini, monkeypatch):
     monkeypatch.setattr(tempfile, "mkdtemp", no_folders)
     r = bench.throughput("regularized", 8, data, torch.device("cpu"), 2, 16, "seed", "fp32", members=2)
     assert r["members"] == 2 and r["precision"] == "fp32" and r["img_per_s"] > 0 and r["step_s"] > 0
+
+
+def test_bench_lists_the_cohort_curve_and_a_profile(mini, tmp_path):
+    """--batch-sizes, --precisions, --cohorts and --profile: exactly the measurements asked for, and the JSON says
+    the bench is complete (it is rewritten after every section, `complete` last)."""
+    out, table = tmp_path / "bench.json", tmp_path / "profile.txt"
+    assert main(["bench", "--data", str(mini), "--device", "cpu", "--image-size", "16", "--steps", "1",
+                 "--batch-sizes", "8", "--precisions", "fp32", "--cohorts", "2", "--profile", str(table),
+                 "--skip-experiment", "--naive-batches", "1", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["complete"] is True and "experiment" not in result and result["bf16_over_fp32"] == []
+    assert {(r["model"], r["batch_size"], r["precision"]) for r in result["throughput"]} == {
+        ("basic", 8, "fp32"), ("regularized", 8, "fp32")}
+    assert [(c["model"], c["members"]) for c in result["cohorts"]] == [
+        ("basic", 1), ("basic", 2), ("regularized", 1), ("regularized", 2)]
+    for c in result["cohorts"]:
+        assert c["batch_size"] == 16 and c["img_per_s"] == c["members"] * c["img_per_s_per_member"]
+        assert c["eval_s"] > 0 and c["steps_per_epoch"] == 8  # 120 training images
+        assert c["cost_vs_one_run"] == 1.0 if c["members"] == 1 else c["cost_vs_one_run"] > 0
+    assert {w["model"] for w in result["checkpoint_write"]} == {"basic", "regularized"}
+    assert all(w["bytes"] > 0 for w in result["checkpoint_write"])
+    p = result["profile"]
+    assert p["batch_size"] == 16 and p["top"]["rows"] and p["cpu_time_s"] > 0
+    assert table.read_text().startswith("torch.profiler: one training step of regularized")
+
+
+def test_bench_refuses_bad_lists_before_any_work(tmp_path, capsys):
+    for flags in (["--precisions", "fp16"], ["--batch-sizes", "16,0"], ["--cohorts", "x"]):
+        out = tmp_path / "bench.json"
+        try:
+            code = main(["bench", "--data", str(tmp_path / "missing"), *flags, "--json", str(out)])
+        except SystemExit as e:  # argparse refuses a malformed list itself
+            code = e.code
+        assert code == 2 and not out.exists(), flags
+        assert capsys.readouterr().err.strip().count("\n") <= 1

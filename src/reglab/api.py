@@ -21,13 +21,12 @@ everything but errors. A margin is in percentage points, as the --margin flag.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from . import benchmark
-from . import run, rundir, study
+from . import atomic, benchmark, run, rundir, study
 from .config import FIELD_NAMES, MAX_SEED, Config, absolute_data, check_keys, resolve
 from .errors import UserError
 from .executors import Executor
@@ -142,15 +141,27 @@ def summary(model: str = "regularized", *, num_classes: int = 10, **settings) ->
 
 def bench(data: str = "imagenette2-160", *, device: str = "auto", json_path: str | Path | None = None,
           image_size: int = 160, steps: int = 30, epochs: int = 50, skip_experiment: bool = False,
-          naive_batches: int = 0, recipe: str = "seed", cohort: int = 5, quiet: bool = False) -> None:
-    """Measure decode and cache, training throughput (fp32, bf16), a cohort of `cohort` seeds against single
-    runs, and the whole experiment against a naive pipeline; prints a table, and writes JSON to json_path."""
-    # bench.main reads its options as attributes (its command's flags)
-    benchmark.main(SimpleNamespace(data=data, device=device, json=json_path,
-                                   image_size=_positive("image_size", image_size), steps=_positive("steps", steps),
-                                   epochs=_positive("epochs", epochs), skip_experiment=skip_experiment,
-                                   naive_batches=naive_batches, recipe=recipe, cohort=_positive("cohort", cohort),
-                                   quiet=quiet))
+          naive_batches: int = 0, recipe: str = "seed", batch_sizes: Sequence[int] | int = (16, 512),
+          precisions: Sequence[str] | str = ("fp32", "bf16"), cohorts: Sequence[int] | int = (5,),
+          profile: str | Path | None = None, quiet: bool = False) -> dict:
+    """Measure decode and cache; training throughput of both models at each of `batch_sizes` in each of
+    `precisions` (a list, or "fp32,bf16"); the cohort curve (for each size in `cohorts`, a cohort at batch 16
+    against one run); the epoch-end writes; with `profile` (a file), a torch.profiler table of one batch-16 step;
+    the naive pipeline; and unless skip_experiment, the whole experiment. Prints a table, writes JSON to
+    json_path as each section is measured, and returns the result."""
+    for name, value in (("json_path", json_path), ("profile", profile)):
+        if value is not None:
+            atomic.check_can_create(Path(value).parent, f"the folder of {name}")
+    precisions = precisions.split(",") if isinstance(precisions, str) else list(precisions)
+    if not precisions or any(p not in benchmark.PRECISIONS for p in precisions):
+        raise UserError(f"invalid precisions {precisions!r}; give fp32, bf16 or both")
+    return benchmark.main(data=data, device=device, json_path=json_path,
+                          image_size=_positive("image_size", image_size), steps=_positive("steps", steps),
+                          epochs=_positive("epochs", epochs), skip_experiment=skip_experiment,
+                          naive_batches=naive_batches, recipe=recipe,
+                          batch_sizes=_positives("batch_sizes", batch_sizes),
+                          precisions=list(dict.fromkeys(precisions)), cohorts=_positives("cohorts", cohorts),
+                          profile_path=profile, quiet=quiet)
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -204,6 +215,14 @@ def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"invalid {name} {value!r}; give a positive integer")
     return value
+
+
+def _positives(name: str, values: Sequence[int] | int) -> list[int]:
+    """One positive integer, or a non-empty list of them, as a list without repeats in the order given."""
+    values = [values] if isinstance(values, int) else list(values) if isinstance(values, (list, tuple)) else []
+    if not values:
+        raise UserError(f"invalid {name}: give a list of positive integers")
+    return list(dict.fromkeys(_positive(name, v) for v in values))
 
 
 def _reporter(kind: str, margin: float | None, quiet: bool):

@@ -287,10 +287,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _positive_ints(text: str) -> list[int]:
+    """'16,128,512' -> [16, 128, 512] (bench's lists)."""
+    values = [_positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    """'fp32,bf16' -> ['fp32', 'bf16'] (the API says which names it accepts)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def cmd_bench(args) -> int:
     api.bench(args.data, device=args.device, json_path=args.json, image_size=args.image_size, steps=args.steps,
               epochs=args.epochs, skip_experiment=args.skip_experiment, naive_batches=args.naive_batches,
-              recipe=args.recipe, cohort=args.cohort, quiet=args.quiet)
+              recipe=args.recipe, batch_sizes=args.batch_sizes, precisions=args.precisions, cohorts=args.cohorts,
+              profile=args.profile, quiet=args.quiet)
     return 0
 
 
@@ -417,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(ex)
     ex.set_defaults(func=cmd_export)
 
-    b = sub.add_parser("bench", help="measure decode, cache, throughput (fp32 and bf16) and the whole experiment "
+    b = sub.add_parser("bench", help="measure decode, cache, throughput, the cohort curve and the whole experiment "
                        "against a naive pipeline")
     b.add_argument("--data", default="imagenette2-160", help="default imagenette2-160")
     b.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
@@ -431,8 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--naive-batches", type=int, default=0, help="batches of the naive pipeline to time "
                    "(default 0: one epoch)")
     b.add_argument("--recipe", default="seed", help="default seed")
-    b.add_argument("--cohort", type=_positive_int, default=5, metavar="K", help="also time a cohort of K seeds against "
-                   "K single runs (default 5; 1 skips it)")
+    b.add_argument("--batch-sizes", type=_positive_ints, default=[16, 512], metavar="B[,B...]",
+                   help="training batch sizes timed for each model (default 16,512)")
+    b.add_argument("--precisions", type=_names, default=["fp32", "bf16"], metavar="P[,P...]",
+                   help="precisions timed at each batch size: fp32, bf16 or both (default fp32,bf16)")
+    b.add_argument("--cohorts", "--cohort", type=_positive_ints, default=[5], metavar="K[,K...]",
+                   help="cohort sizes timed at batch 16 for each model against one run, e.g. 1,2,5,10,20 (default 5)")
+    b.add_argument("--profile", metavar="FILE", help="also write a torch.profiler table of one batch-16 step of "
+                   "regularized: the top kernels by device time and the CPU time spent launching them")
     add_output_flags(b)
     b.set_defaults(func=cmd_bench)
     p.set_defaults(subcommands=sub.choices)
