@@ -785,6 +785,25 @@ def test_epochs_at_the_cap_are_censored(tmp_path):
     assert analysis.epochs_cell(reg) == "6 (cap)"
 
 
+def test_a_best_epoch_at_the_cap_is_censored(tmp_path):
+    """The best epoch of a run the cap stopped, when it is the last epoch, might have come later: marked."""
+    root = tmp_path / "s"
+    for seed in (0, 1):
+        run = make_run(root, "regularized", "regularized", seed, 0.7, 0.1, epochs=6, epochs_max=6, stopped_early=False)
+        summary = json.loads((run / "summary.json").read_text())
+        summary["best_epoch"] = 6 - seed  # seed 0 at the cap, seed 1 one before it
+        (run / "summary.json").write_text(json.dumps(summary))
+    make_run(root, "basic", "basic", 0, 0.6, 0.3, epochs=4, epochs_max=6, stopped_early=True)
+    study = load_study(root, warn_stderr=False)
+    reg, basic = study.variants["regularized"], study.variants["basic"]
+    assert [f.best_censored for f in reg.runs] == [True, False] and not basic.runs[0].best_censored
+    assert analysis.best_epoch_cell(reg) == "≥ 5.5 (1 of 2 at the 6-epoch cap; 6 (cap), 5)"
+    assert analysis.best_epoch_cell(basic) == "3"
+    md = render_compare(root)[0].read_text()
+    assert "Best epochs: 6 (cap), 5." in md
+    assert "| Best epoch | 3 | ≥ 5.5 (1 of 2 at the 6-epoch cap; 6 (cap), 5) |" in md
+
+
 def test_different_data_and_mixed_designs_are_warned_about(tmp_path, capsys):
     root = tmp_path / "s"
     make_run(root, "basic", "basic", 0, 0.6, 0.3, fingerprint="aaaa1111aaaa1111")
