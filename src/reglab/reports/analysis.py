@@ -492,7 +492,6 @@ def verdict_rules(an: Analysis) -> str:
             f"differences the data allow; a close call is marked; {no_claim}.")
 
 
-
 def method_notes(an: Analysis | None, study: Study) -> list[str]:
     """How to read the statistics (bullets): the method in a few lines, the details in docs/STATISTICS.md."""
     out = [estimand_text(study)]

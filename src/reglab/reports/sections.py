@@ -57,7 +57,8 @@ def one_seed_warning(study: Study, an: Analysis) -> str:
         head = (f"**No claim about {', '.join(code(c.variant) for c in comps)} against {code(an.reference)}: one "
                 "learned seed on a side.**")
         which = "which of them"
-        advice = "Run at least 2 seeds of each (`--seeds 2` or more), then `reglab plan DIR` estimates how many."
+        advice = ("A claim needs at least 2 seeds that learn on each side: run more seeds (`--seeds`), then "
+                  "`reglab plan DIR` estimates how many.")
     names = [c.variant for c in comps] + [an.reference]
     networks = [f"{code(n)}'s network {PCT(study.variants[n].learned[0].acc)}" for n in study.variants
                 if n in names and len(study.variants[n].learned) == 1]
