@@ -1,6 +1,7 @@
 """Render a study's report, or one run's, from the run folders alone: what `reglab report DIR` and the end of
 every study call. The folder says what it is (a run folder; a study: study.json's kind, else its variants); either
-way it is loaded once, analysed once (report.render) and written through the same sections."""
+way it is loaded once, analysed once (report.render) and written through the same sections. `load` and
+`study_margin` are shared with `reglab plan` (planning.py), which analyses a study as its report does."""
 
 from __future__ import annotations
 
