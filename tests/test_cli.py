@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reglab.cli import build_parser, main
@@ -187,3 +188,36 @@ def test_a_finished_run_keeps_weights_not_optimizer_state(data, tmp_path):
     assert size(plain) < 1.3 * weights  # the weights, plus small metrics, predictions and figures
     assert size(kept) > 3.5 * weights  # + last.ckpt: weights and Adam's two moments
     assert main(["train", "--resume", str(kept), "--epochs", "2", "--quiet"]) == 0
+
+
+# ------------------------------------------------------------------------------------- plan a study from a pilot
+
+
+def test_plan_turns_a_pilot_study_into_a_recommended_seeds(tmp_path, capfd, monkeypatch):
+    """`reglab plan DIR` reads a pilot study and prints the --seeds each comparison needs and the one to use; it
+    writes nothing, plans nothing from one seed a side, and refuses bad input in one line before any work."""
+    from reglab import stats
+    from reglab.reports.facts import load_study
+    from test_report import compare_spec, make_study
+
+    pilot = make_study(tmp_path / "pilot", compare_spec([0.60, 0.62, 0.61], [0.75, 0.78, 0.76]))
+    before = sorted(p.relative_to(pilot) for p in pilot.rglob("*"))
+    monkeypatch.setenv("COLUMNS", "250")  # the table on one line a row
+    assert main(["plan", str(pilot)]) == 0
+    out, _ = capfd.readouterr()
+    study = load_study(pilot, warn_stderr=False)
+    ca, cb = (np.stack([f.correctness for f in study.variants[v].runs]) for v in ("regularized", "basic"))
+    detect = stats.seeds_needed(stats.compare_variants(ca, cb, 0.975, 0.01))["detect"]  # 2 comparisons: 97.5% each
+    assert f"--seeds {detect['seeds']} (range {detect['range'][0]} to {detect['range'][1]}) to detect" in out
+    assert "Recommended: --seeds " in out and "`" not in out
+    assert sorted(p.relative_to(pilot) for p in pilot.rglob("*")) == before  # it wrote nothing
+
+    one = make_study(tmp_path / "one", compare_spec([0.60], [0.75]))
+    assert main(["plan", str(one), "--quiet"]) == 0
+    assert capfd.readouterr().out == ""
+    assert main(["plan", str(one)]) == 0
+    assert "Nothing to plan from yet" in capfd.readouterr().out
+
+    one_line_error(capfd, main(["plan", str(pilot), "--power", "1.5"]), "invalid power")
+    one_line_error(capfd, main(["plan", str(tmp_path / "missing")]), "is not a study folder")
+    one_line_error(capfd, main(["plan", str(pilot / "basic" / "seed-0")]), "is not a study folder")

@@ -13,6 +13,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from functools import lru_cache
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,48 @@ def family_level(m: int) -> float:
     return 1 - 0.05 / m  # Bonferroni, by hand
 
 
+def learned_correctness(study, variant: str) -> np.ndarray:
+    """Bool (learned seeds, images) from the runs' predictions.npz, at-chance seeds left out."""
+    return np.stack([f.correctness for f in study.variants[variant].runs if not f.at_chance])
+
+
+def _churn(c: np.ndarray) -> float:
+    """The seed x image residual mean square, from the residuals of the two-way layout."""
+    x = c.astype(float)
+    r = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + x.mean()
+    return float((r ** 2).sum() / ((x.shape[0] - 1) * (x.shape[1] - 1)))
+
+
+def _t(confidence: float, df) -> float:
+    return float(sps.t.ppf(0.5 + confidence / 2, df))
+
+
+def variant_by_hand(c: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a variant's accuracy: a seed term and a val-image term, each Student t, in quadrature."""
+    s, n = c.shape
+    acc = c.mean(1)
+    image = max(c.mean(0).var(ddof=1) - _churn(c) / s, 0.0) / n
+    half = np.sqrt(_t(confidence, s - 1) ** 2 * acc.var(ddof=1) / s + _t(confidence, n - 1) ** 2 * image)
+    return acc.mean(), max(acc.mean() - half, 0.0), min(acc.mean() + half, 1.0)
+
+
+def difference_by_hand(ca: np.ndarray, cb: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(diff, lo, hi) of accuracy a - b, paired images: equal seed counts one seed term with Welch's df, unequal
+    counts each its own t; the image term is the contrast's variance less the churn the seed terms count."""
+    (sa, n), sb = ca.shape, cb.shape[0]
+    va, vb = ca.mean(1).var(ddof=1) / sa, cb.mean(1).var(ddof=1) / sb
+    if sa != sb:
+        seed = _t(confidence, sa - 1) ** 2 * va + _t(confidence, sb - 1) ** 2 * vb
+    elif va + vb > 0:
+        seed = _t(confidence, (va + vb) ** 2 / ((va ** 2 + vb ** 2) / (sa - 1))) ** 2 * (va + vb)
+    else:
+        seed = 0.0
+    image = max((ca.mean(0) - cb.mean(0)).var(ddof=1) - _churn(ca) / sa - _churn(cb) / sb, 0.0) / n
+    d = ca.mean() - cb.mean()
+    half = np.sqrt(seed + _t(confidence, n - 1) ** 2 * image)
+    return d, max(d - half, -1.0), min(d + half, 1.0)
+
+
 # --------------------------------------------------------------------------------------- compare report
 
 
@@ -249,28 +292,30 @@ def test_compare_numbers_come_from_the_runs_and_scipy(compare_study):
         for text in (md, html):
             assert f"seed {run.seed}: {PCT(s.restored_val_accuracy)}" in text
             assert f"seed {run.seed}: {PCT(s.clean_train_accuracy)}" in text
-    basic = [0.60, 0.62, 0.61]
-    reg = [0.75, 0.78, 0.76]
-    # a 3-seed Student t interval, by hand with scipy
-    m, sd = np.mean(reg), np.std(reg, ddof=1)
+    study = load_study(root, warn_stderr=False)
+    ca, cb = learned_correctness(study, "regularized"), learned_correctness(study, "basic")
+    assert ca.mean(1) == pytest.approx([0.75, 0.78, 0.76]) and cb.mean(1) == pytest.approx([0.60, 0.62, 0.61])
+    # a quantity with no per-image record (clean training accuracy): a 3-seed Student t interval, by hand
+    clean = [0.80, 0.84, 0.83]
+    m, sd = np.mean(clean), np.std(clean, ddof=1)
     half = sps.t.ppf(0.975, 2) * sd / np.sqrt(3)
     assert f"{PCT(m, mean=True)} [{PCT(m - half, mean=True)}, {PCT(m + half, mean=True)}]" in md
-    # the accuracy difference: Welch at the Bonferroni level for 2 comparisons, on integer counts of 400 images
+    # the variant's accuracy: seeds and val images, by hand from the per-image predictions
+    m, lo, hi = variant_by_hand(ca)
+    assert f"{PCT(m, mean=True)} [{PCT(lo, mean=True)}, {PCT(hi, mean=True)}]" in md
+    # the accuracy difference at the Bonferroni level for 2 comparisons, by hand
     level = family_level(2)
-    a, b = np.round(np.array(reg) * 400), np.round(np.array(basic) * 400)
-    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
-    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
-    d = (a.mean() - b.mean()) / 400
-    h = sps.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb) / 400
+    d, lo, hi = difference_by_hand(ca, cb, level)
     row = section(md, "Differences and verdicts")
-    expected = f"| `regularized` − `basic` | {PP(d)} | [{PP(d - h)}, {PP(d + h)}] | Welch t, seed level (df {df:.1f}) |"
-    assert expected in row
-    assert "**differs**: `regularized` is higher than `basic` by 15.33 pp" in row
+    assert f"| `regularized` − `basic` | 3 vs 3 | {PP(d)} | [{PP(lo)}, {PP(hi)}] |" in row
+    assert f"**differs**: `regularized` is at least {common.pp_abs(lo)} higher than `basic` (estimate {PP(d)})" in row
     assert "2 comparisons, Bonferroni-simultaneous 95% intervals (each at 97.5%)" in md
-    # the probability of superiority over the 9 seed pairs, and the minimum detectable difference
+    # the probability of superiority over the 9 seed pairs, and the seeds a new study needs, beside it
     assert "1.00 (in 9 of 9 seed pairs; resolution 1/9)" in row
-    mdd = stats.min_detectable_difference(np.std(reg, ddof=1), 3, np.std(basic, ddof=1), 3, alpha=1 - level)
-    assert f"≈ {PP(mdd).lstrip('+')}" in row
+    plan = stats.seeds_needed(stats.compare_variants(ca, cb, level, 0.01), 0.8)
+    for kind in ("detect", "equivalent"):
+        e = plan[kind]
+        assert f"≈ {e['seeds']} a side (range {e['range'][0]} to {e['range'][1]})" in row
     # the dataset, device, software and provenance are read from the runs
     assert "9,469 training images" in md and "400 validation images" in md and "English springer" in md
     assert "5m 21s" in md  # study.json wall_seconds 321
@@ -281,9 +326,21 @@ def test_compare_numbers_come_from_the_runs_and_scipy(compare_study):
         assert needle in setup, needle
 
 
-def test_fewer_than_five_seeds_is_said(compare_study):
-    md = compare_study[1].read_text()
-    assert "run at least 5 seeds (`--seeds 5`)" in md
+def test_the_seeds_a_new_study_needs_are_said(compare_study):
+    """Planning, not a fixed "run 5 seeds": the largest of the comparisons' seeds_needed, with its range."""
+    root, md_path, _ = compare_study
+    md = md_path.read_text()
+    study = load_study(root, warn_stderr=False)
+    level = family_level(2)
+    (ca, fa), (cb, fb) = [(learned_correctness(study, v), study.variants[v].runs) for v in ("regularized", "basic")]
+    gaps = stats.compare_gaps(ca, [f.clean for f in fa], [f.clean_n for f in fa],
+                              cb, [f.clean for f in fb], [f.clean_n for f in fb], level)
+    accuracy = stats.compare_variants(ca, cb, level, 0.01)
+    plans = [stats.seeds_needed(accuracy)["detect"], stats.seeds_needed(gaps)["detect"]]
+    seeds = max(p["seeds"] for p in plans)
+    lo, hi = max(p["range"][0] for p in plans), max(p["range"][1] for p in plans)
+    assert f"Recommended for a new study: `--seeds {seeds}` (range {lo} to {hi})" in section(md, "Conclusion")
+    assert "run at least 5 seeds" not in md
 
 
 def test_design_is_said_plainly(compare_study, tmp_path):
@@ -304,7 +361,10 @@ def test_terminal_table_shows_the_report_cells_without_markup(compare_study):
     render_compare(root, console=console)  # the terminal table is printed from the report's own analysis
     out = console.export_text()
     assert "Regularization techniques" in out and "`" not in out and "**" not in out
-    assert "differs: higher by 15.33 pp" in out
+    study = load_study(root, warn_stderr=False)
+    _, lo, _ = difference_by_hand(learned_correctness(study, "regularized"), learned_correctness(study, "basic"),
+                                  family_level(2))
+    assert f"differs: at least {common.pp_abs(lo)} higher" in out
     assert "3 of 3 finished (0, 1, 2)" in out
 
 
@@ -331,91 +391,152 @@ def test_the_three_verdicts(tmp_path):
     # clearly differs: 5 seeds each, 15 points apart
     s = _study(tmp_path, "differs", [0.600, 0.605, 0.610, 0.603, 0.608], [0.750, 0.752, 0.748, 0.755, 0.751])
     c = analyze(s, "basic", 0.01).accuracy[0]
-    assert c.verdict == "differs" and c.seed_level and c.lo > 0.13
-    w = stats.welch(s.variants["regularized"].values("acc"), s.variants["basic"].values("acc"), level, n_images=2000)
-    assert (c.lo, c.hi) == pytest.approx((w["lo"], w["hi"]), abs=1e-12)
+    d, lo, hi = difference_by_hand(learned_correctness(s, "regularized"), learned_correctness(s, "basic"), level)
+    assert c.verdict == "differs" and c.lo > 0.13 and c.at_least == pytest.approx(lo)
+    assert (c.diff, c.lo, c.hi) == pytest.approx((d, lo, hi), abs=1e-12)
     assert analysis.superiority_text(c) == "1.00 (in 25 of 25 seed pairs; resolution 1/25)"
-    assert "**differs**: `regularized` is higher than `basic` by 14.60 pp" == analysis.verdict_text(c, 0.01)
+    assert analysis.verdict_text(c) == (f"**differs**: `regularized` is at least {common.pp_abs(lo)} higher than "
+                                        "`basic` (estimate +14.60 pp)")
     # clearly equivalent: 10 seeds each within a few images of 80%
     eq_a = [0.8000, 0.8005, 0.7995, 0.8010, 0.7990, 0.8000, 0.8005, 0.7995, 0.8000, 0.8005]
     eq_b = [0.8005, 0.8000, 0.8010, 0.7995, 0.8000, 0.8005, 0.7990, 0.8000, 0.8005, 0.8000]
     s = _study(tmp_path, "equivalent", eq_a, eq_b)
     c = analyze(s, "basic", 0.01).accuracy[0]
-    assert c.verdict == "equivalent" and -0.01 < c.lo < c.hi < 0.01
-    assert analysis.verdict_text(c, 0.01) == "**equivalent within ±1 pp**: the whole interval lies inside the margin"
-    # the same conclusion as the two one-sided tests at the matching level
-    assert stats.tost(eq_b, eq_a, 0.01, alpha=(1 - level) / 2, n_images=2000)["equivalent"]
+    _, lo, hi = difference_by_hand(learned_correctness(s, "regularized"), learned_correctness(s, "basic"), level)
+    assert c.verdict == "equivalent" and -0.01 < c.lo < c.hi < 0.01 and (c.lo, c.hi) == pytest.approx((lo, hi))
+    # the interval inside the margin is the two one-sided tests at (1 - level) / 2 each, and the text says which
+    assert c.tost_level == pytest.approx((1 - level) / 2)
+    assert analysis.verdict_text(c) == ("**equivalent within ±1 pp** (a TOST at 1.25% on each side): the whole "
+                                        "interval lies inside the margin")
     # inconclusive: 3 seeds with a wide spread; the verdict gives the range the data allow
     s = _study(tmp_path, "inconclusive", [0.60, 0.70, 0.65], [0.62, 0.72, 0.60])
     c = analyze(s, "basic", 0.01).accuracy[0]
     assert c.verdict == "inconclusive" and c.lo < 0 < c.hi
     expected = f"**inconclusive**: the data allow differences from {PP(c.lo)} to {PP(c.hi)}"
-    assert analysis.verdict_text(c, 0.01) == expected
+    assert analysis.verdict_text(c) == expected
 
 
 def test_a_small_difference_that_is_certain_differs_but_inside_the_margin(tmp_path):
     s = _study(tmp_path, "s", [0.800, 0.8005, 0.800, 0.8005, 0.800], [0.805, 0.8055, 0.805, 0.8055, 0.805])
     c = analyze(s, "basic", 0.01).accuracy[0]
     assert c.verdict == "differs" and 0 < c.lo and c.hi < 0.01
-    assert analysis.verdict_text(c, 0.01).startswith("**differs, but by less than the ±1 pp margin**: `regularized` is "
-                                                   "higher than `basic` by 0.50 pp")
+    assert analysis.verdict_text(c).startswith("**differs, but by less than the ±1 pp margin**: `regularized` is at "
+                                               f"least {common.pp_abs(c.lo)} higher than `basic` (estimate +0.50 pp)")
 
 
-def test_zero_variance_groups_are_decided_at_the_image_level(tmp_path):
+def test_seeds_at_the_same_accuracy_leave_the_val_image_term(tmp_path):
+    """No seed-to-seed spread in accuracy (every seed 2,757 or 2,747 of 3,925 right): the seed term is exactly 0 and
+    the interval is the val images' (the per-image contrast less the churn), not an exception or a zero width."""
     n = 3925
-    s = _study(tmp_path, "s", [357 / n] * 3, [347 / n] * 3, n_val=n)
-    assert stats.welch([347 / n] * 3, [357 / n] * 3, n_images=n)["zero_variance"]
+    s = _study(tmp_path, "s", [2757 / n] * 3, [2747 / n] * 3, n_val=n)
     an = analyze(s, "basic", 0.01)
     c = an.accuracy[0]
-    assert not c.seed_level and "two-level bootstrap" in c.method and "no seed-to-seed spread" in c.note
-    correct = {v: np.stack([f.correctness for f in s.variants[v].runs]) for v in ("regularized", "basic")}
-    boot = stats.two_level_bootstrap({"v": correct["regularized"], "r": correct["basic"]}, "r", an.level, 2000, 0)["v"]
-    assert (c.lo, c.hi) == pytest.approx((boot["lo"], boot["hi"]))
-    assert c.diff == pytest.approx(-10 / n)
-    assert c.verdict == stats.verdict(c.lo, c.hi, 0.01) == "inconclusive"  # 10 images of 3,925 either way
+    ca, cb = learned_correctness(s, "regularized"), learned_correctness(s, "basic")
+    assert np.ptp(ca.sum(1)) == 0 and np.ptp(cb.sum(1)) == 0
+    d, lo, hi = difference_by_hand(ca, cb, an.level)
+    assert c.diff == pytest.approx(-10 / n) == pytest.approx(d)
+    assert (c.lo, c.hi) == pytest.approx((lo, hi))
+    expected = "differs" if lo > 0 or hi < 0 else "equivalent" if -0.01 < lo and hi < 0.01 else "inconclusive"
+    assert c.verdict == expected
 
 
-def test_the_gap_bootstrap_matches_its_normal_approximation(tmp_path):
-    """One seed each: the gap difference's interval from images (val/ paired, clean samples binomial) has about the
-    half-width of the normal approximation with the same variances, and is centred on the observed difference."""
+def test_one_seed_each_the_networks_gap_interval_is_its_normal_approximation(tmp_path):
+    """One seed each: no claim about the variants' gaps; what the two networks do has an interval from images (val/
+    paired, clean samples binomial) with the half-width of the normal approximation, centred on the difference."""
     s = _study(tmp_path, "s", [0.60], [0.75], n_val=2000)
     an = analyze(s, "basic", 0.01)
     c = an.gap[0]
-    assert c.method.startswith("bootstrap over images (one seed each)") and c.note.endswith("image level")
+    assert c.verdict == "no claim" and c.one_seed and not c.has_interval and c.plan is None
     v, r = s.variants["regularized"].runs[0], s.variants["basic"].runs[0]
     var_clean = sum(f.clean * (1 - f.clean) / f.clean_n for f in (v, r))
     a_only, b_only = np.mean(v.correctness & ~r.correctness), np.mean(~v.correctness & r.correctness)
     var_val = (a_only + b_only - (a_only - b_only) ** 2) / 2000  # paired difference of two accuracies
     half = sps.norm.ppf(0.5 + an.level / 2) * np.sqrt(var_clean + var_val)
-    assert c.diff == pytest.approx((v.clean - v.acc) - (r.clean - r.acc))
-    assert (c.hi - c.lo) / 2 == pytest.approx(half, rel=0.1)
-    assert (c.lo + c.hi) / 2 == pytest.approx(c.diff, abs=0.2 * half)
+    net = c.networks
+    assert c.diff == pytest.approx((v.clean - v.acc) - (r.clean - r.acc)) == pytest.approx(net["diff"])
+    assert (net["hi"] - net["lo"]) / 2 == pytest.approx(half, rel=0.01)
+    assert (net["lo"] + net["hi"]) / 2 == pytest.approx(c.diff)
 
 
 # ----------------------------------------------------------------------------- one seed: images only
 
 
-def test_one_seed_each_uses_images_and_mcnemar_and_never_says_more(tmp_path):
+def test_one_seed_each_makes_no_claim_and_says_what_the_networks_did(tmp_path):
     root = make_study(tmp_path / "s", compare_spec([0.70], [0.72]), study_json=False)
     md = render_compare(root)[0].read_text()
     study = load_study(root, warn_stderr=False)
-    c = analyze(study, "basic").accuracy[0]
-    assert c.method.startswith("bootstrap over images (one seed each)")
+    an = analyze(study, "basic")
+    c = an.accuracy[0]
+    assert c.verdict == "no claim" and c.one_seed and not c.has_interval
     ca, cb = study.variants["regularized"].runs[0].correctness, study.variants["basic"].runs[0].correctness
-    mc = stats.mcnemar_exact(ca, cb)
-    assert c.mcnemar == mc
-    boot = stats.two_level_bootstrap({"v": ca[None], "r": cb[None]}, "r", family_level(2), 2000, 0)["v"]
-    assert (c.lo, c.hi) == pytest.approx((boot["lo"], boot["hi"]))
+    a_only, b_only = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
+    p = sps.binomtest(a_only, a_only + b_only, 0.5).pvalue  # McNemar's exact test, by hand
+    net = c.networks
+    assert (net["a_only"], net["b_only"]) == (a_only, b_only) and net["p_unadjusted"] == pytest.approx(p)
+    contrast = ca.astype(float) - cb
+    half = _t(family_level(2), 399) * contrast.std(ddof=1) / np.sqrt(400)
+    assert (net["lo"], net["hi"]) == pytest.approx((0.02 - half, 0.02 + half))
     concl = section(md, "Conclusion")
-    assert f"({mc['a_only']} vs {mc['b_only']}): {common.p_text(mc['p'])}" in concl
+    assert (f"right only for `regularized`'s network on {a_only} images, only for `basic`'s on {b_only}, exact McNemar "
+            f"p = {p:.3g} (unadjusted: outside the family)") in concl
     # the README's "On this one seed, regularized generalises better" for a 2-point difference on 400 images
     assert "generalises better" not in md and "On this one seed" not in md
-    assert c.verdict == "inconclusive" and "**inconclusive**: the data allow differences from" in concl
+    assert "**no claim about the variants**: one seed on a side" in concl
     assert "another seed could give another answer" in concl
-    # one seed: a Wilson interval for the run's accuracy, on its integer count
+    # one seed: a Wilson interval for the run's accuracy, on its integer count, for that network
     lo, hi = sps.binomtest(288, 400).proportion_ci(method="wilson")
-    assert f"72.00% (288 of 400; Wilson 95% [{PCT(lo)}, {PCT(hi)}])" in md
+    assert f"72.00% (288 of 400; Wilson 95% [{PCT(lo)}, {PCT(hi)}]) for this one network" in md
     assert "sum of the runs' wall times; no study.json" in md
+
+
+NETWORKS = re.compile(r"(\*\*)?These (two )?networks[^:]*?, not the variants:(\*\*)?.*?"
+                      r"(\(unadjusted: outside the family\)|\(image sampling only\))")
+
+
+def test_the_default_one_seed_report_opens_with_a_warning_and_claims_nothing_about_the_variants(tmp_path):
+    """`reglab compare` at its default (one seed): read without the small print, it claims nothing about the
+    variants; the only comparisons are the labelled sentences about the two networks on these images."""
+    from rich.console import Console
+
+    root = make_study(tmp_path / "s", compare_spec([0.60], [0.75]))  # 15 points apart: networks that differ
+    console = Console(record=True, width=250)
+    md_path, html_path = render_compare(root, console=console)
+    md = md_path.read_text()
+    first = md.split("\n\n")[1]  # the paragraph right after the title
+    assert first.startswith("> **No claim about the variants: one seed on a side.**")
+    assert "these 400 val images" in first and "`--seeds 2`" in first and "`reglab plan DIR`" in first
+    assert "**These two networks on these images, not the variants:**" in first
+    for text in (md, unescape(re.sub(r"<[^>]+>", "", html_path.read_text()))):  # the HTML as read
+        rest = NETWORKS.sub("", text)
+        assert len(NETWORKS.findall(text)) >= 2
+        for word in ("differs", "higher", "lower", "smaller", "larger", "better than", "worse"):
+            assert word not in rest.lower(), (word, re.findall(rf".{{80}}{word}.{{40}}", rest, flags=re.I))
+    out = console.export_text()
+    assert "no claim: one seed on a side" in out and "differs" not in out
+    an = analyze(load_study(root, warn_stderr=False), "basic")
+    assert an.accuracy[0].networks["lo"] > 0  # the networks do differ on these images; the report says only that
+    assert analysis.recommended_seeds(an)["seeds"] is None
+
+
+def test_at_chance_seeds_are_counted_apart_and_in_no_interval(tmp_path):
+    root = make_study(tmp_path / "s", compare_spec([0.60, 0.62, 0.10], [0.75, 0.78, 0.76]))  # basic seed 2 at chance
+    md = render_compare(root)[0].read_text()
+    study = load_study(root, warn_stderr=False)
+    basic = study.variants["basic"]
+    assert [f.at_chance for f in basic.runs] == [False, False, True]
+    cb = learned_correctness(study, "basic")
+    assert cb.shape == (2, 400)
+    m, lo, hi = variant_by_hand(cb)
+    assert f"{PCT(m, mean=True)} [{PCT(lo, mean=True)}, {PCT(hi, mean=True)}] (**1 of 3 at chance**: not in the " \
+           "interval)" in md
+    flo, fhi = sps.binomtest(1, 3).proportion_ci(method="exact")
+    assert f"| 1 of 3 [{flo:.0%}, {fhi:.0%}] |" in md  # failed or at chance, with its exact interval
+    an = analyze(study, "basic")
+    c = an.accuracy[0]
+    assert c.n_seeds == (3, 2)
+    d, lo, hi = difference_by_hand(learned_correctness(study, "regularized"), cb, an.level)
+    assert (c.diff, c.lo, c.hi) == pytest.approx((d, lo, hi))
+    assert PCT(np.mean([0.60, 0.62, 0.10]), mean=True) not in md  # the two-peaked mean is nowhere
 
 
 # ------------------------------------------------------------------------------ the README's own ablation
@@ -440,7 +561,7 @@ def readme_ablation(tmp_path_factory):
 
 
 def test_readme_ablation_prints_no_interval_outside_the_possible_range(readme_ablation):
-    _, md, _ = readme_ablation
+    root, md, _ = readme_ablation
     assert not re.search(r"-160\.\d|207\.\d", md)  # the old "[-160.31%, 207.45%]"
     assert not re.search(r"\d% ± \d", md)  # nor a mean ± half-width at df = 1 ("23.57% ± 183.88%")
     pct = intervals(md, "%")
@@ -449,8 +570,12 @@ def test_readme_ablation_prints_no_interval_outside_the_possible_range(readme_ab
     acc_rows = section(md, "Differences from `full`").split("## Generalization gap")[0]
     assert all(-100.0 <= lo <= hi <= 100.0 for lo, hi in intervals(acc_rows, " pp"))
     assert all(-200.0 <= lo <= hi <= 200.0 for lo, hi in pp)
-    # two seeds: the seeds' values, not a df = 1 interval
-    assert "38.04%, 9.10% (mean 23.57%)" in md and "52.69%, 49.94% (mean 51.31%)" in md
+    # two seeds of a quantity with no per-image record: the seeds' values, not a df = 1 interval
+    assert "53.70%, 48.91% (mean 51.30%)" in md
+    # the accuracy: the variant's interval (seeds and val images), the at-chance seed in no mean or interval
+    m, lo, hi = variant_by_hand(learned_correctness(load_study(root, warn_stderr=False), "full"))
+    assert f"{PCT(m, mean=True)} [{PCT(lo, mean=True)}, {PCT(hi, mean=True)}]" in md
+    assert "23.57%" not in md and "38.04% (1,493 of 3,925; Wilson 95%" in md
 
 
 def test_readme_ablation_verdicts_agree_with_their_intervals(readme_ablation):
@@ -459,20 +584,28 @@ def test_readme_ablation_verdicts_agree_with_their_intervals(readme_ablation):
     study = load_study(root, warn_stderr=False)
     an = analyze(study, "full")
     assert an.m == 10 and an.level == pytest.approx(0.995)
+    full = study.variants["full"].learned
     for c in an.accuracy + an.gap:
+        if c.variant == "no-batchnorm":  # one seed learned, the other at chance: no claim about the variant
+            assert c.verdict == "no claim" and c.one_seed and c.n_seeds == (1, 2) and not c.has_interval
+            continue
         excludes = c.lo > 0 or c.hi < 0
         assert (c.verdict == "differs") == excludes
-        assert c.seed_level and c.method.startswith("Welch t, seed level")
-        key = "acc" if c.metric == "accuracy" else "gap"
-        a, b = study.variants[c.variant].values(key), study.variants["full"].values(key)
-        w = stats.welch(a, b, an.level, n_images=3925 if key == "acc" else None)
-        assert c.lo == pytest.approx(max(w["lo"], -1 if key == "acc" else -2))
-        assert c.hi == pytest.approx(min(w["hi"], 1 if key == "acc" else 2))
-    # the old report's "distinguishable" basic gap ([+10.3, +22.1] pp, Holm p = 0.037) at 99.5% with df near 1
-    gap = an.get("gap", "basic")
-    assert gap.verdict == "inconclusive" and gap.lo < 0 < gap.hi
+        assert c.method.startswith("seed and val-image sampling, paired images")
+        ca, cb = learned_correctness(study, c.variant), learned_correctness(study, "full")
+        if c.metric == "accuracy":
+            ref = stats.compare_variants(ca, cb, an.level, 0.01)
+            assert (c.lo, c.hi) == pytest.approx(difference_by_hand(ca, cb, an.level)[1:])
+        else:
+            v = study.variants[c.variant].learned
+            ref = stats.compare_gaps(ca, [f.clean for f in v], [f.clean_n for f in v],
+                                     cb, [f.clean for f in full], [f.clean_n for f in full], an.level, 0.01)
+        assert (c.lo, c.hi, c.verdict) == (pytest.approx(ref["lo"]), pytest.approx(ref["hi"]), ref["verdict"])
     assert "1 of 2 at chance" in md and "no-batchnorm` seed 1 is **at chance**" in md
     assert "10 comparisons, Bonferroni-simultaneous 95% intervals (each at 99.5%)" in md
+    concl = section(md, "Conclusions")
+    assert "no claim about the variants: `no-batchnorm` (one seed on a side)" in concl
+    assert ", 1 with no claim" in concl
 
 
 def test_readme_ablation_names_the_at_chance_seed(readme_ablation):
@@ -569,7 +702,7 @@ def test_an_at_chance_pair_is_not_ranked(tmp_path, capsys):
     an = analyze(study, "basic")
     for c in an.accuracy + an.gap:
         assert c.not_ranked
-        assert analysis.verdict_text(c, 0.01) == "**not ranked**: `regularized` and `basic` are both at chance"
+        assert analysis.verdict_text(c) == "**not ranked**: `regularized` and `basic` are both at chance"
     console = Console(record=True, width=250)
     md = render_compare(root, console=console)[0].read_text()
     concl = section(md, "Conclusion")
@@ -650,6 +783,25 @@ def test_epochs_at_the_cap_are_censored(tmp_path):
     assert basic.runs[1].epochs_text() == "stopped early at epoch 4"
     assert analysis.epochs_cell(basic) == "≥ 5 (1 of 2 at the 6-epoch cap; 6 (cap), 4)"
     assert analysis.epochs_cell(reg) == "6 (cap)"
+
+
+def test_a_best_epoch_at_the_cap_is_censored(tmp_path):
+    """The best epoch of a run the cap stopped, when it is the last epoch, might have come later: marked."""
+    root = tmp_path / "s"
+    for seed in (0, 1):
+        run = make_run(root, "regularized", "regularized", seed, 0.7, 0.1, epochs=6, epochs_max=6, stopped_early=False)
+        summary = json.loads((run / "summary.json").read_text())
+        summary["best_epoch"] = 6 - seed  # seed 0 at the cap, seed 1 one before it
+        (run / "summary.json").write_text(json.dumps(summary))
+    make_run(root, "basic", "basic", 0, 0.6, 0.3, epochs=4, epochs_max=6, stopped_early=True)
+    study = load_study(root, warn_stderr=False)
+    reg, basic = study.variants["regularized"], study.variants["basic"]
+    assert [f.best_censored for f in reg.runs] == [True, False] and not basic.runs[0].best_censored
+    assert analysis.best_epoch_cell(reg) == "≥ 5.5 (1 of 2 at the 6-epoch cap; 6 (cap), 5)"
+    assert analysis.best_epoch_cell(basic) == "3"
+    md = render_compare(root)[0].read_text()
+    assert "Best epochs: 6 (cap), 5." in md
+    assert "| Best epoch | 3 | ≥ 5.5 (1 of 2 at the 6-epoch cap; 6 (cap), 5) |" in md
 
 
 def test_different_data_and_mixed_designs_are_warned_about(tmp_path, capsys):
@@ -734,12 +886,15 @@ def test_ablation_report(tmp_path):
     assert {"figures/forest.png", "figures/forest-gap.png", "figures/gap.png",
             "figures/curves-no-dropout.png"} <= set(image_refs(md))
     assert 'id="ablation-differences"' in html
-    an = analyze(load_study(root, warn_stderr=False), "full")
+    study = load_study(root, warn_stderr=False)
+    an = analyze(study, "full")
     assert an.m == 4 and an.level == pytest.approx(0.9875)
     drop = an.get("accuracy", "no-dropout")
     assert drop.verdict == "differs" and drop.hi < 0
+    _, _, hi = difference_by_hand(learned_correctness(study, "no-dropout"), learned_correctness(study, "full"),
+                                  an.level)
     concl = section(md, "Conclusions")
-    assert "`no-dropout` is lower than `full` by 10.50 pp" in concl
+    assert f"`no-dropout` is at least {common.pp_abs(hi)} lower than `full` (estimate -10.50 pp)" in concl
     assert "inconclusive: `no-augment`" in concl
     assert "1 of 2 variants differ from `full` in headline accuracy" in concl
     assert "Bonferroni" in md and "Holm" in md  # says why Bonferroni and not Holm
@@ -754,7 +909,8 @@ def test_ablation_without_the_baseline_compares_with_the_first_variant_and_says_
     console = Console(record=True, width=250)
     md = render_ablation(root, baseline="full", console=console)[0].read_text()
     assert "the requested baseline `full` is not in this study" in md
-    assert "bootstrap over images (one seed each)" in md
+    assert md.split("\n\n")[1].startswith("> **No claim about the variants: one seed on a side.**")
+    assert "0 of 1 variants differ" in md and "1 with no claim" in md
     out = console.export_text()
     assert "no-dropout (baseline)" in out and "`" not in out
 

@@ -121,94 +121,9 @@ def test_welch_degenerate_gives_nan_not_exception():
 # ------------------------------------------------------------------------------- multiple comparisons
 
 
-def test_simultaneous_confidence_and_bonferroni():
+def test_simultaneous_confidence():
     assert stats.simultaneous_confidence(0.95, 5) == pytest.approx(0.99)
     assert stats.simultaneous_confidence(0.95, 1) == 0.95 and stats.simultaneous_confidence(0.95, 0) == 0.95
-    adj = stats.bonferroni([0.01, NAN, 0.04, None, 0.6])
-    assert adj[0] == pytest.approx(0.03) and adj[2] == pytest.approx(0.12) and adj[4] == 1.0
-    assert math.isnan(adj[1]) and math.isnan(adj[3])
-    assert stats.bonferroni([]) == []
-
-
-def reference_holm(p):
-    """Holm's step-down procedure, written from its definition."""
-    m = len(p)
-    order = np.argsort(p)
-    adj = np.empty(m)
-    for k, i in enumerate(order):
-        adj[i] = min(1.0, max((m - j) * p[order[j]] for j in range(k + 1)))
-    return adj
-
-
-def test_holm():
-    assert stats.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
-    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-    assert stats.holm([]) == []
-    rng = np.random.default_rng(2)
-    for _ in range(50):
-        p = rng.uniform(0, 0.2, int(rng.integers(1, 12)))
-        assert np.allclose(stats.holm(p), reference_holm(p), atol=1e-12)
-    adj = stats.holm([0.01, NAN, 0.04, None])
-    assert math.isnan(adj[1]) and math.isnan(adj[3])
-    assert adj[0] == pytest.approx(0.02) and adj[2] == pytest.approx(0.04)  # m = 2 tested comparisons
-
-
-# -------------------------------------------------------------------------------------- equivalence
-
-
-@pytest.mark.parametrize("lo, hi, expected", [
-    (0.01, 0.03, "differs"), (-0.03, -0.01, "differs"),
-    (0.001, 0.004, "differs"),  # excludes 0 and inside the margin: differs wins
-    (-0.004, 0.003, "equivalent"),
-    (-0.004, 0.02, "inconclusive"), (-0.02, 0.02, "inconclusive"), (-0.005, 0.001, "inconclusive"),
-    (NAN, NAN, "inconclusive"), (NAN, 0.001, "inconclusive"),
-])
-def test_verdict(lo, hi, expected):
-    assert stats.verdict(lo, hi, 0.005) == expected
-
-
-def test_tost_constructed_cases():
-    a, b = [0.800, 0.801, 0.799, 0.800], [0.800, 0.799, 0.801, 0.8005]
-    eq = stats.tost(a, b, margin=0.01)
-    assert eq["equivalent"] is True and eq["p"] < 1e-4 and eq["p"] == max(eq["p_lower"], eq["p_upper"])
-    far = stats.tost([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], margin=0.01)
-    assert far["equivalent"] is False and far["p"] > 0.5 and far["p_lower"] < 0.05  # clearly above +margin
-    noisy = stats.tost([0.70, 0.80, 0.75], [0.72, 0.78, 0.76], margin=0.01)  # centred, but too noisy
-    assert noisy["equivalent"] is False
-    # the one-sided p-values are Welch t tails against the shifted nulls
-    w = stats.welch(a, b)
-    assert eq["p_lower"] == pytest.approx(sps.t.sf((w["diff"] + 0.01) / w["se"], w["df"]), rel=1e-9)
-    assert eq["p_upper"] == pytest.approx(sps.t.cdf((w["diff"] - 0.01) / w["se"], w["df"]), rel=1e-9)
-    # TOST at alpha <=> the (1 - 2 alpha) interval inside the margin
-    w90 = stats.welch(a, b, confidence=0.90)
-    assert stats.verdict(w90["lo"], w90["hi"], 0.01) == "equivalent"
-    flat = stats.tost([357 / 3925] * 3, [357 / 3925] * 3, margin=0.01, n_images=3925)
-    assert flat["equivalent"] is False and isnan(flat["p"])
-
-
-# ----------------------------------------------------------------------------------------------- power
-
-
-def test_min_detectable_difference():
-    mdd = stats.min_detectable_difference(0.01, 3, 0.01, 3)
-    se = math.sqrt(0.01**2 / 3 * 2)
-    df = 4.0  # Welch-Satterthwaite with equal sd and n
-    crit = sps.t.ppf(0.975, df)
-    power = sps.nct.sf(crit, df, mdd / se) + sps.nct.cdf(-crit, df, mdd / se)
-    assert power == pytest.approx(0.8, abs=1e-6)
-    # by simulation: with equal n and sd the nct power is exact for the pooled t test (df = 4 as well) ...
-    rng = np.random.default_rng(7)
-    a = rng.normal(mdd, 0.01, size=(6000, 3))
-    b = rng.normal(0.0, 0.01, size=(6000, 3))
-    pooled = np.mean(sps.ttest_ind(a, b, axis=1, equal_var=True).pvalue < 0.05)
-    assert abs(pooled - 0.8) < 0.02
-    # ... and optimistic for Welch's test at 3 seeds, as the docstring says (its df is estimated, often < 4)
-    welch_power = np.mean(sps.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05)
-    assert 0.65 < welch_power < 0.76
-    assert stats.min_detectable_difference(0.01, 5, 0.01, 5) < mdd  # more seeds, smaller detectable difference
-    assert stats.min_detectable_difference(0.01, 3, 0.01, 3, power=0.9) > mdd
-    assert stats.min_detectable_difference(0.0, 3, 0.0, 3) == 0.0
-    assert isnan(stats.min_detectable_difference(0.01, 1, 0.01, 3), stats.min_detectable_difference(NAN, 3, 0.01, 3))
 
 
 # ------------------------------------------------------------------------------------ seed-level misc
@@ -242,16 +157,19 @@ def test_binomial_ci_known_value():
 # ------------------------------------------------------------------------------------------ image level
 
 
-def test_mcnemar_exact_constructed():
+def test_networks_mcnemar_constructed():
+    """One seed a side: the networks' discordant counts and McNemar's exact p (unadjusted), by hand."""
     a = np.array([True] * 10 + [False] * 2 + [True] * 50 + [False] * 38)
     b = np.array([False] * 10 + [True] * 2 + [True] * 50 + [False] * 38)
-    out = stats.mcnemar_exact(a, b)
+    out = stats.compare_variants(a[None], b[None])["networks"]
     assert out["a_only"] == 10 and out["b_only"] == 2
     by_hand = 2 * sum(math.comb(12, i) for i in range(0, 3)) / 2**12  # two-sided, symmetric at 1/2
-    assert out["p"] == pytest.approx(by_hand) and out["p"] == pytest.approx(sps.binomtest(10, 12, 0.5).pvalue)
-    assert stats.mcnemar_exact(a, a) == dict(a_only=0, b_only=0, p=1.0)
+    assert out["p_unadjusted"] == pytest.approx(by_hand)
+    assert out["p_unadjusted"] == pytest.approx(sps.binomtest(10, 12, 0.5).pvalue)
+    same = stats.compare_variants(a[None], a[None])["networks"]
+    assert (same["a_only"], same["b_only"], same["p_unadjusted"]) == (0, 0, 1.0)
     with pytest.raises(ValueError):
-        stats.mcnemar_exact(a, b[:-1])
+        stats.compare_variants(a[None], b[None, :-1])
 
 
 def staircase(n_seeds, n_images, base):
@@ -453,9 +371,9 @@ def test_compare_makes_no_claim_below_two_seeds():
     net = out["networks"]
     assert "not about the variants" in net["note"]
     assert net["lo"] > 0  # these two networks differ on images like val/ ...
-    exact = stats.mcnemar_exact(a[0], b[0])  # ... with McNemar's exact p, unadjusted, beside it
-    assert (net["a_only"], net["b_only"]) == (exact["a_only"], exact["b_only"])
-    assert net["p_unadjusted"] == pytest.approx(exact["p"], rel=1e-9)
+    a_only, b_only = int(np.sum(a[0] & ~b[0])), int(np.sum(~a[0] & b[0]))  # ... with McNemar's exact p, unadjusted
+    assert (net["a_only"], net["b_only"]) == (a_only, b_only)
+    assert net["p_unadjusted"] == pytest.approx(sps.binomtest(a_only, a_only + b_only, 0.5).pvalue, rel=1e-9)
     one_three = stats.compare_variants(a, random_correct(rng, 3, 2000))
     assert one_three["verdict"] == "no claim" and "p_unadjusted" not in one_three["networks"]
     plan = stats.seeds_needed(out)

@@ -102,13 +102,14 @@ def test_the_readme_notebook_example_runs(mini, tmp_path, monkeypatch):
 # Each command's API function(s); a flag named differently in the API: (command, flag dest) -> parameter.
 API_OF = {"train": (reglab.train, reglab.resume), "compare": (reglab.compare,), "ablate": (reglab.ablate,),
           "report": (reglab.report,), "summary": (reglab.summary,), "predict": (reglab.predict,),
-          "export": (reglab.export,), "bench": (reglab.bench,)}
+          "export": (reglab.export,), "bench": (reglab.bench,), "plan": (reglab.plan,)}
 RENAMED = {("train", "resume"): "folder", ("compare", "seed"): "first_seed", ("ablate", "seed"): "first_seed",
-           ("report", "dir"): "folder", ("summary", "name"): "model", ("bench", "json"): "json_path"}
+           ("report", "dir"): "folder", ("summary", "name"): "model", ("bench", "json"): "json_path",
+           ("plan", "dir"): "folder"}
 # Output flags with nothing to act on in the API: -v adds the checkpoint messages of training (these commands
 # train nothing, or bench, quietly); summary and export return their result, so there is no line to silence.
 NOTHING_TO_DO = {("report", "verbose"), ("summary", "verbose"), ("predict", "verbose"), ("export", "verbose"),
-                 ("bench", "verbose"), ("summary", "quiet"), ("export", "quiet")}
+                 ("bench", "verbose"), ("summary", "quiet"), ("export", "quiet"), ("plan", "verbose")}
 
 
 def test_every_cli_option_is_an_api_option():
@@ -213,6 +214,9 @@ def test_the_api_refuses_what_would_change_or_replace_a_run(tmp_path):
     (lambda d, o: reglab.train(reglab.Config(data=d), o, seeds=[1, -1]), "invalid seeds"),
     (lambda d, o: reglab.resume(o, modle="basic"), "unknown key(s) modle"),
     (lambda d, o: reglab.report(o, margin=float("nan")), "invalid margin"),
+    (lambda d, o: reglab.plan(o, power=1.5), "invalid power"),
+    (lambda d, o: reglab.plan(o, margin=-1), "invalid margin"),
+    (lambda d, o: reglab.plan(o), "is not a study folder"),
 ])
 def test_the_api_checks_its_options_before_any_work(tmp_path, call, needle):
     data = make_tree(tmp_path / "data")

@@ -14,9 +14,9 @@ __version__ = "0.2.0"  # the one version number: pyproject.toml reads it from he
 from .config import Config  # noqa: E402  (after __version__, which the modules below read)
 from .errors import UserError  # noqa: E402
 
-API = ("train", "resume", "compare", "ablate", "list_variants", "report", "load_run", "predict", "export", "summary",
-       "bench")
-__all__ = ["Config", "UserError", "train", "resume", "compare", "ablate", "list_variants", "report", "load_run",
+API = ("train", "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run", "predict", "export",
+       "summary", "bench")
+__all__ = ["Config", "UserError", "train", "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run",
            "predict", "export", "summary", "bench", "__version__"]
 
 

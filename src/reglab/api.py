@@ -7,6 +7,7 @@ flags and calls it, and a notebook calls the same functions with the same option
     ablate(variants=, seeds=, out=, ..., **settings)  every regularizer ablated over seeds, and its report
     list_variants()                                   what each variant ablate accepts changes
     report(folder, margin=)                           re-render a study's or a run's report
+    plan(folder, margin=, power=)                     the seeds a new study needs, from a pilot study
     load_run(folder)                                  a finished run as a model: .predict(images)
     predict(run_dir, inputs, out=)                    classify image files into a CSV
     export(run_dir, format=)                          the model as ONNX or TorchScript
@@ -33,6 +34,7 @@ from .executors import Executor
 from .models import build_model, summary_text
 from .trained import TrainedRun, export_run, predict_to_csv
 from .trained import load_run as load_trained_run
+from .reports.planning import plan as plan_study
 from .reports.render import render_report
 from .rundir import Summary
 from .variants import COMPARE_VARIANTS, parse_variants, variant_catalogue
@@ -107,6 +109,18 @@ def report(folder: str | Path, *, margin: float | None = None, quiet: bool = Fal
     """Re-render the report of a study or run folder from its run folders alone; returns (report.md, report.html).
     margin: percentage points (default: the study's, else 1)."""
     return render_report(Path(folder), quiet=quiet, margin=_fraction(margin))
+
+
+def plan(folder: str | Path, *, margin: float | None = None, power: float = 0.8, quiet: bool = False) -> dict:
+    """From a pilot study's run folders (a compare or ablate folder), the seeds a new study needs: per comparison of
+    its report, the seeds a side to detect the observed difference and to show equivalence within `margin` (percentage
+    points; default: the study's, else 1) with probability `power`, each with its range, and the recommended --seeds
+    (key "seeds"; None: nothing to plan from, or nothing resolvable on this val set). Prints the table unless quiet;
+    writes nothing."""
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < 1:
+        raise UserError(f"invalid power {power!r}; give the probability the new study should reach its verdict, "
+                        "between 0 and 1, e.g. 0.8")
+    return plan_study(Path(folder), margin=_fraction(margin), power=float(power), quiet=quiet)
 
 
 def load_run(folder: str | Path, device: str = "cpu") -> TrainedRun:

@@ -1,4 +1,4 @@
-"""The `reglab` command: train, compare, ablate, report, summary, predict, export, bench.
+"""The `reglab` command: train, compare, ablate, report, plan, summary, predict, export, bench.
 
 The CLI only parses: it turns flags into a config (or explicit settings) and plain arguments, calls the Python
 API (api.py: every command's work is a function there, with every option the flags have) and prints results.
@@ -265,6 +265,11 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    api.plan(args.dir, margin=args.margin, power=args.power, quiet=args.quiet)
+    return 0
+
+
 def cmd_summary(args) -> int:
     # MODEL names the model, whatever a --config file says
     settings = {k: v for k, v in explicit_settings(args).items() if k != "model"}
@@ -406,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "percentage points (default: the study's, else 1)")
     add_output_flags(r)
     r.set_defaults(func=cmd_report)
+
+    pl = sub.add_parser("plan", help="the seeds a new study needs, from a pilot study's run folders")
+    pl.add_argument("dir", metavar="DIR", help="a compare or ablate --out folder: the pilot study")
+    pl.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin, in percentage "
+                    "points (default: the study's, else 1)")
+    pl.add_argument("--power", type=float, default=0.8, help="probability that the new study reaches its verdict "
+                    "(default 0.8)")
+    add_output_flags(pl)
+    pl.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("summary", help="print a Keras-like model summary")
     s.add_argument("name", choices=list(MODEL_PRESETS), metavar="MODEL", help=f"one of {', '.join(MODEL_PRESETS)}")

@@ -18,19 +18,18 @@ returns arrays over the leading axes (the calibration simulation, reglab.calibra
     planned_power     the probability behind seeds_needed, at any seed count
 How and why, with the simulation's numbers against the older methods: docs/STATISTICS.md.
 
-Seed level (one value per seed, e.g. validation accuracies), what the reports use until they move to the above:
+Seed level (one value per seed), for the quantities that have no per-image record (clean training accuracy,
+losses, epochs) and for tests:
     mean_ci                    mean with its Student t interval, optionally clipped to a metric's range
     welch                      Welch's t test and interval for mean(a) - mean(b); counts when n_images is given
-    tost, verdict              equivalence within a margin (two one-sided tests) / differs / inconclusive
-    min_detectable_difference  smallest true difference a Welch test would detect with the given power
     prob_superiority           P(a seed of a beats a seed of b), ties counted half
     binomial_ci                exact interval for counts like "4 of 5 seeds finished"
-    simultaneous_confidence, bonferroni, holm   multiple-comparison corrections for a family of tests
+    simultaneous_confidence    the Bonferroni per-comparison level of a family of intervals
 Image level (bool correctness per image, same image order in every run):
     wilson                     interval for one run's accuracy
-    mcnemar_exact              exact paired test of two runs on the images where they disagree
-    two_level_bootstrap        interval for accuracy differences resampling both seeds and images
     chance_level               is an accuracy distinguishable from guessing?
+    two_level_bootstrap        the reports' old interval for accuracy differences (seeds, then images), kept for
+                               the comparison in docs/STATISTICS.md (bench/calibrate.py): too narrow at few seeds
 
 Out come plain floats and dicts. Degenerate inputs (fewer than two seeds, no spread, no images) give nan
 rather than an exception: a report with one seed must still render, it just cannot claim an interval.
@@ -45,7 +44,6 @@ import warnings
 from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
-from scipy import optimize
 from scipy import stats as sps
 
 NAN = float("nan")
@@ -137,7 +135,8 @@ def welch(a: Iterable, b: Iterable, confidence: float = 0.95, n_images: int | No
     before any variance is computed, so seeds at the same accuracy have exactly zero spread; diff, lo, hi
     and se are still reported as accuracies. zero_variance is True when the standard error is exactly 0
     (both samples constant): diff is then exact but lo = hi = p = df = nan, as there is no seed-level noise
-    estimate (the caller falls back to an image-level test). Fewer than two values in either sample also
+    estimate. Seeds only: it holds the val images fixed, so it is about these images, not the variants (use
+    compare_variants for that). Fewer than two values in either sample also
     gives nan lo, hi, p, df, se (zero_variance False); diff is nan only when a sample is empty.
     """
     x, y, diff, se, df, zero = _welch_core(a, b, n_images)
@@ -154,71 +153,6 @@ def welch(a: Iterable, b: Iterable, confidence: float = 0.95, n_images: int | No
     half = float(sps.t.ppf(0.5 + confidence / 2.0, df)) * se
     out.update(lo=(diff - half) / scale, hi=(diff + half) / scale, p=p)
     return out
-
-
-def tost(a: Iterable, b: Iterable, margin: float, alpha: float = 0.05, n_images: int | None = None) -> dict:
-    """Two one-sided Welch t tests that mean(a) - mean(b) lies inside (-margin, +margin).
-
-    Keys: p_lower (H0: diff <= -margin), p_upper (H0: diff >= +margin), p = max of the two, equivalent
-    (p < alpha). Rejecting both at alpha is the same as the (1 - 2 alpha) Welch interval lying inside the
-    margin. Same count conversion as welch; nan p (and equivalent False) when welch has no interval.
-    """
-    _, _, diff, se, df, _ = _welch_core(a, b, n_images)
-    out = dict(p_lower=NAN, p_upper=NAN, p=NAN, equivalent=False)
-    if math.isnan(df):
-        return out
-    m = margin * (1.0 if n_images is None else n_images)
-    p_lower = float(sps.t.sf((diff + m) / se, df))
-    p_upper = float(sps.t.cdf((diff - m) / se, df))
-    p = max(p_lower, p_upper)
-    return dict(p_lower=p_lower, p_upper=p_upper, p=p, equivalent=bool(p < alpha))
-
-
-def verdict(lo: float, hi: float, margin: float) -> str:
-    """Read an interval for a difference against a practical margin.
-
-    "differs": the interval excludes 0 (this wins even when it also lies inside the margin; the caller can
-    say the difference is small). "equivalent": the interval lies inside (-margin, +margin), which for a
-    (1 - 2 alpha) interval is the TOST at level alpha (a 95% interval: TOST at 2.5%). "inconclusive":
-    otherwise, or when an end is nan.
-    """
-    if any(math.isnan(v) for v in (lo, hi, margin)):
-        return "inconclusive"
-    if lo > 0 or hi < 0:
-        return "differs"
-    if -margin < lo and hi < margin:
-        return "equivalent"
-    return "inconclusive"
-
-
-def _welch_power(nc: float, df: float, alpha: float) -> float:
-    crit = float(sps.t.ppf(1.0 - alpha / 2.0, df))
-    lower = float(sps.nct.cdf(-crit, df, nc))  # the far lower tail: scipy returns nan where it is ~0
-    return float(sps.nct.sf(crit, df, nc)) + (0.0 if math.isnan(lower) else lower)
-
-
-def min_detectable_difference(sd_a: float, n_a: int, sd_b: float, n_b: int, alpha: float = 0.05,
-                              power: float = 0.8) -> float:
-    """Smallest true |mean(a) - mean(b)| a two-sided Welch test at level alpha detects with the given power.
-
-    Power comes from the noncentral t with Welch-Satterthwaite df (sd taken as the true spread); nan when
-    a sample has n < 2 or an sd is nan, 0.0 when both sd are 0 (any difference is then visible). Treating
-    the df as known is exact for the pooled t test with equal n and sd, but optimistic for Welch's test at
-    very few seeds, whose estimated df is often smaller: at 3 vs 3 seeds the Welch test really detects
-    the returned difference about 70% of the time for power=0.8 (about 77% at 5 seeds, 80% at 10).
-    """
-    if n_a < 2 or n_b < 2 or math.isnan(sd_a) or math.isnan(sd_b) or not 0 < alpha < 1 or not 0 < power < 1:
-        return NAN
-    va, vb = sd_a * sd_a / n_a, sd_b * sd_b / n_b
-    se2 = va + vb
-    if se2 == 0.0 or power <= alpha:
-        return 0.0
-    df = se2 * se2 / (va * va / (n_a - 1) + vb * vb / (n_b - 1))
-    hi = 1.0
-    while _welch_power(hi, df, alpha) < power:
-        hi *= 2.0
-    nc = optimize.brentq(lambda c: _welch_power(c, df, alpha) - power, 0.0, hi, xtol=1e-10)
-    return float(nc * math.sqrt(se2))
 
 
 def prob_superiority(a: Iterable, b: Iterable) -> dict:
@@ -248,29 +182,6 @@ def simultaneous_confidence(confidence: float, m: int) -> float:
     return confidence if m < 1 else 1.0 - (1.0 - confidence) / m
 
 
-def bonferroni(pvalues: Iterable) -> list:
-    """Bonferroni adjusted p-values min(1, m p), in input order; nan (or None) kept and not counted in m."""
-    p = [NAN if v is None else float(v) for v in pvalues]
-    m = sum(not math.isnan(v) for v in p)
-    return [v if math.isnan(v) else min(1.0, m * v) for v in p]
-
-
-def holm(pvalues: Iterable) -> list:
-    """Holm-Bonferroni adjusted p-values, in input order: monotone in the raw p, capped at 1, nan kept as nan.
-
-    The family is the non-nan p-values (a comparison that could not be tested does not count toward m).
-    """
-    p = [NAN if v is None else float(v) for v in pvalues]
-    valid = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
-    m = len(valid)
-    out = [NAN] * len(p)
-    running = 0.0
-    for rank, (v, i) in enumerate(valid):
-        running = max(running, min(1.0, (m - rank) * v))
-        out[i] = running
-    return out
-
-
 # ------------------------------------------------------------------------------------------ image level
 
 
@@ -282,22 +193,12 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def mcnemar_exact(correct_a, correct_b) -> dict:
-    """Exact McNemar test of two runs scored on the same images. Keys: a_only, b_only, p.
-
-    a_only counts images only a gets right, b_only the reverse; p is the two-sided binomial test of
-    a_only out of a_only + b_only at 1/2 (1.0 when the runs never disagree).
-    """
-    ca, cb = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
-    if ca.shape != cb.shape:
-        raise ValueError(f"runs scored on different images: shapes {ca.shape} and {cb.shape}")
-    a_only, b_only = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
-    return dict(a_only=a_only, b_only=b_only, p=float(_mcnemar(np.array(a_only), np.array(b_only))))
-
-
 def two_level_bootstrap(correct: Mapping[str, np.ndarray], reference: str, confidence: float = 0.95,
                         n_boot: int = 2000, seed: int = 0, chunk: int = 250) -> dict:
     """Percentile bootstrap interval of mean accuracy(v) - mean accuracy(reference), for every v but reference.
+
+    The reports' old method, replaced by compare_variants: kept for docs/STATISTICS.md's comparison (bench/
+    calibrate.py), which shows it covers too rarely at two seeds and counts the churn twice.
 
     correct[v] is a bool array (seeds, images), same images in the same order for every variant (seed counts
     may differ). Each replicate draws one resample of image indices shared by all variants (the paired

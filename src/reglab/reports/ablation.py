@@ -1,5 +1,6 @@
 """The ablation report: every variant against a baseline, each difference with one simultaneous interval and the
-verdict read off it (see analysis.py).
+verdict read off it, beside the seeds a new study needs (see analysis.py). A "no claim" (one seed on a side) is
+counted apart and never among the variants that differ.
 
 `ablation(baseline)` is its list of sections; `render_ablation(DIR, baseline="full", margin=0.01)` writes
 DIR/report.md (figures in DIR/figures/) and DIR/report.html, and prints the variants table on the terminal
@@ -19,7 +20,7 @@ from .report import Report, render
 
 
 def _by_mean(study: Study) -> list[str]:
-    """Variants by mean headline accuracy, highest first: a description of the table, not a ranking."""
+    """Variants by mean headline accuracy of their learned seeds, highest first: a description, not a ranking."""
     return sorted(study.variants, key=lambda v: -study.variants[v].mean("acc"))
 
 
@@ -32,18 +33,20 @@ def ablation_rows(study: Study, an: Analysis) -> list[dict]:
         rows.append({
             "Variant": code(name) + (" (baseline)" if base else ""),
             "Headline accuracy": analysis.accuracy_cell(v),
-            "Generalization gap": seed_summary(v.values("gap"), PP, common.GAP_BOUNDS),
+            "Generalization gap": analysis.gap_cell(v),
             "Training accuracy (running)": seed_summary(v.values("train_accuracy"), PCT),
             "Epochs": analysis.epochs_cell(v),
             "Wall time": analysis.wall_cell(v),
             "Seeds finished": f"{len(v.runs)} of {v.total}",
+            "Failed or at chance": analysis.failure_cell(v),
             f"Accuracy vs {code(an.reference)}": "baseline" if base else
-            analysis.verdict_word(an.get("accuracy", name), an.margin),
+            analysis.verdict_word(an.get("accuracy", name)),
         })
     for name, v in study.unfinished.items():
         rows.append({"Variant": code(name), "Headline accuracy": "no finished run", "Generalization gap": "n/a",
                      "Training accuracy (running)": "n/a", "Epochs": "n/a", "Wall time": "n/a",
-                     "Seeds finished": f"0 of {v.total}", f"Accuracy vs {code(an.reference)}": "not compared"})
+                     "Seeds finished": f"0 of {v.total}", "Failed or at chance": analysis.failure_cell(v),
+                     f"Accuracy vs {code(an.reference)}": "not compared"})
     return rows
 
 
@@ -62,12 +65,15 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
     rows = ablation_rows(study, an)
     doc.table(list(rows[0]), [list(r.values()) for r in rows], id="ablation",
               note="Sorted by mean headline accuracy: a description, not a ranking the data establish (the verdicts "
-                   "are). One seed: Wilson interval; two seeds: both values; three or more: mean [95% t interval], "
-                   "clipped to the possible range. Generalization gap = clean training accuracy minus the headline "
+                   "are). Headline and gap: over the seeds that learned, the variant's 95% interval (seeds and val "
+                   "images sampled), or with one seed an interval for that one network; running training accuracy "
+                   "and epochs: two seeds as both values, three or more as mean [95% Student t interval over the "
+                   "learned seeds]; clipped to the possible range. Failed or at chance: of the runs that finished or "
+                   "failed, with its exact interval. Generalization gap = clean training accuracy minus the headline "
                    "accuracy.")
     doc.h(2, "Per-seed values")
     keys = [("acc", "Headline accuracy", PCT), ("clean", "Clean training accuracy", PCT),
-            ("gap", "Generalization gap", PP), ("epochs_run", "Epochs", COUNT)]
+            ("gap", "Generalization gap", PP), ("epochs_run", "Epochs", COUNT), ("best_epoch", "Best epoch", COUNT)]
     doc.table(["Variant"] + [label for _, label, _ in keys],
               [[code(v)] + [analysis.per_seed_cell(study.variants[v], k, f) for k, _, f in keys]
                for v in _by_mean(study)],
@@ -77,6 +83,9 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
               [[code(n), sections.regularizers_text(v)] for n, v in study.variants.items()])
 
 
+GROUPS = ("differs", "equivalent", "inconclusive", "no claim", "not ranked")
+
+
 def conclusions(study: Study, an: Analysis) -> list[str]:
     base = an.reference
     out = [facts.design_text(study.runs, study.design)]
@@ -84,46 +93,39 @@ def conclusions(study: Study, an: Analysis) -> list[str]:
         return out + [f"The study holds only {code(base)} among its finished runs: there is nothing to compare it "
                       "with."]
     for what, comps in (("headline accuracy", an.accuracy), ("generalization gap", an.gap)):
-        groups = {"differs": [], "equivalent": [], "inconclusive": [], "not ranked": []}
+        groups = {g: [] for g in GROUPS}
         for c in comps:
             groups["not ranked" if c.not_ranked else c.verdict].append(c)
-        head = f"**{what.capitalize()} against {code(base)}** ({an.family})"
-        lines = []
-        if groups["differs"]:
-            lines.append("differs: " + "; ".join(
-                f"{analysis.verdict_text(c, an.margin).split(': ', 1)[1]} ({analysis.interval_text(c)}, {c.method})"
-                + (", less than the margin" if "less than" in analysis.verdict_text(c, an.margin) else "")
-                for c in groups["differs"]))
-        if groups["equivalent"]:
-            lines.append(f"equivalent within {common.fmt_margin(an.margin)}: " + "; ".join(
-                f"{code(c.variant)} ({PP(c.diff)}, {analysis.interval_text(c)})" for c in groups["equivalent"]))
-        if groups["inconclusive"]:
-            lines.append("inconclusive: " + "; ".join(
-                f"{code(c.variant)} ({PP(c.diff)}; " + (f"the data allow {PP(c.lo)} to {PP(c.hi)}" if c.has_interval
-                                                        else f"no interval: {c.note}") + ")"
-                for c in groups["inconclusive"]))
-        if groups["not ranked"]:
-            lines.append("not ranked, both at chance: " + "; ".join(f"{code(c.variant)} and {code(base)}"
-                                                                      for c in groups["not ranked"]))
-        out.append(head + ": " + ". ".join(lines) + ".")
+        out.append(f"**{what.capitalize()} against {code(base)}** ({an.family}): "
+                   + ". ".join(_group_line(g, cs, an) for g, cs in groups.items() if cs) + ".")
         out.append(f"{len(groups['differs'])} of {len(comps)} variants differ from {code(base)} in {what}, "
                    f"{len(groups['equivalent'])} are equivalent within {common.fmt_margin(an.margin)}, "
                    f"{len(groups['inconclusive'])} inconclusive"
+                   + (f", {len(groups['no claim'])} with no claim" if groups["no claim"] else "")
                    + (f", {len(groups['not ranked'])} not ranked" if groups["not ranked"] else "") + ".")
     for f in study.runs:
         if f.at_chance:
-            out.append(f"{code(f.variant)} seed {f.seed} is **at chance** ({f.chance_reason}); it stays in its "
-                       "variant's mean, flagged.")
-    seeded = [c for c in an.accuracy if c.seed_level and c.mdd == c.mdd]
-    if seeded:
-        out.append("With these seeds, the smallest true accuracy difference detected 80% of the time at the family's "
-                   "level would be: " + ", ".join(f"{code(c.variant)} {analysis.mdd_text(c)}" for c in seeded) + ".")
-    if study.fewest_seeds < analysis.RECOMMENDED_SEEDS:
-        out.append(f"Fewer than {analysis.RECOMMENDED_SEEDS} seeds per variant (the fewest: {study.fewest_seeds}): run "
-                   f"at least {analysis.RECOMMENDED_SEEDS} (`--seeds {analysis.RECOMMENDED_SEEDS}`)"
-                   + (": with one seed, intervals cover only the validation images, not seed-to-seed variation."
-                      if study.fewest_seeds == 1 else "."))
+            out.append(f"{code(f.variant)} seed {f.seed} is **at chance** ({f.chance_reason}); it is counted with its "
+                       "variant's failures and left out of every interval.")
+    out.append(analysis.seeds_advice(an))
     return out
+
+
+def _group_line(group: str, comps: list, an: Analysis) -> str:
+    """One verdict's comparisons, each with the interval it was read from (or why there is none)."""
+    if group == "differs":
+        return "differs: " + "; ".join(f"{analysis.verdict_text(c).split(': ', 1)[1]} ({analysis.interval_text(c)})"
+                                       + (", less than the margin" if "less than" in analysis.verdict_text(c) else "")
+                                       for c in comps)
+    if group == "equivalent":
+        return (f"equivalent within {common.fmt_margin(an.margin)} ({analysis.tost_text(comps[0])}): "
+                + "; ".join(f"{code(c.variant)} ({PP(c.diff)}, {analysis.interval_text(c)})" for c in comps))
+    if group == "inconclusive":
+        return "inconclusive: " + "; ".join(f"{code(c.variant)} ({PP(c.diff)}; the data allow {PP(c.lo)} to "
+                                            f"{PP(c.hi)})" for c in comps)
+    if group == "no claim":
+        return "no claim about the variants: " + "; ".join(f"{code(c.variant)} ({c.why})" for c in comps)
+    return "not ranked, both at chance: " + "; ".join(f"{code(c.variant)} and {code(an.reference)}" for c in comps)
 
 
 def _intro(doc: Document, study: Study, an: Analysis) -> None:
@@ -153,7 +155,7 @@ def _conclusions(doc: Document, study: Study, an: Analysis) -> None:
 
 
 def _terminal(study: Study, an: Analysis) -> tuple[list[dict], str]:
-    keep = ("Variant", "Headline accuracy", "Generalization gap", "Epochs", "Seeds finished",
+    keep = ("Variant", "Headline accuracy", "Generalization gap", "Epochs", "Seeds finished", "Failed or at chance",
             f"Accuracy vs {code(an.reference)}")  # the report's table less what a terminal has no room for
     rows = [{k: v for k, v in row.items() if k in keep} for row in ablation_rows(study, an)]
     return rows, "Ablation (report.md has every column)"
@@ -169,9 +171,9 @@ def ablation(baseline: str = "full") -> Report:
     return Report(
         title=lambda study, an: f"reglab ablation against {esc(an.reference)}",
         reference=lambda study: resolve_baseline(study, baseline)[0],
-        sections=(_intro, missing_baseline, sections.alerts, sections.design, sections.runs_section, _variants,
-                  _differences, sections.training_curves, sections.gap_figure, sections.augmentation, _conclusions,
-                  sections.how_to_read, provenance.setup_section),
+        sections=(sections.estimand, _intro, missing_baseline, sections.alerts, sections.design, sections.runs_section,
+                  _variants, _differences, sections.training_curves, sections.gap_figure, sections.augmentation,
+                  _conclusions, sections.how_to_read, provenance.setup_section),
         terminal=_terminal,
     )
 

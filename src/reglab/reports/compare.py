@@ -3,7 +3,9 @@
 `COMPARE` is its list of sections; `render_compare(DIR)` writes DIR/report.md (figures in DIR/figures/) and a
 self-contained DIR/report.html, and prints the same "Summary of key differences" on the terminal (report.render).
 Every number, direction and verdict in the text comes from the runs' summary.json, config.yaml, metrics.csv and
-predictions.npz (see analysis.py for the statistics); nothing is written in advance.
+predictions.npz (see analysis.py for the statistics); nothing is written in advance. With one seed a side (the
+default `reglab compare`) it opens with a warning and makes no claim about the variants anywhere: what the two
+networks did on these images is said, labelled as such.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from . import analysis, common, facts, provenance, sections
 from .analysis import Analysis, seed_summary
-from .common import COUNT, PCT, PP, fmt_int
+from .common import PCT, fmt_int
 from .document import Document, code, esc
 from .facts import Study, Variant
 from .report import Report, render
@@ -55,14 +57,15 @@ def comparison_rows(study: Study, an: Analysis) -> list[dict]:
         ("Parameters", _params),
         ("Regularization techniques", sections.regularizers_text),
         ("Seeds", _seeds),
+        ("Failed or at chance (95% exact interval)", analysis.failure_cell),
         ("Epochs run", analysis.epochs_cell),
-        ("Best epoch", lambda v: seed_summary(v.values("best_epoch"), COUNT, common.NONNEG)),
+        ("Best epoch", analysis.best_epoch_cell),
         ("Training accuracy (final epoch; running, augmentation on)",
          lambda v: seed_summary(v.values("train_accuracy"), PCT)),
         ("Clean training accuracy (restored-best, eval mode)", lambda v: seed_summary(v.values("clean"), PCT)),
         (f"Headline accuracy ({'test' if study.design == 'selection split' else 'restored-best on val/'})",
          analysis.accuracy_cell),
-        ("Generalization gap (clean train − headline)", lambda v: seed_summary(v.values("gap"), PP, common.GAP_BOUNDS)),
+        ("Generalization gap (clean train − headline)", analysis.gap_cell),
         ("Wall time (this machine)", analysis.wall_cell),
     ]
     rows = [{"Aspect": name, **{code(n): cell(v) for n, v in study.variants.items()}} for name, cell in aspects]
@@ -70,7 +73,7 @@ def comparison_rows(study: Study, an: Analysis) -> list[dict]:
         for metric, label in (("accuracy", "Verdict on accuracy"), ("gap", "Verdict on the gap")):
             row = {"Aspect": f"{label} vs {code(an.reference)}"}
             for n in study.variants:
-                row[code(n)] = "reference" if n == an.reference else analysis.verdict_word(an.get(metric, n), an.margin)
+                row[code(n)] = "reference" if n == an.reference else analysis.verdict_word(an.get(metric, n))
             rows.append(row)
     return rows
 
@@ -96,7 +99,10 @@ def key_differences(doc: Document, study: Study, an: Analysis) -> None:
     doc.table(list(rows[0]), [list(r.values()) for r in rows], id="key-differences",
               note="Headline = restored-best weights evaluated on val/. Generalization gap = clean training accuracy "
                    "(restored-best weights, eval mode, un-augmented training images) minus the headline accuracy. "
-                   "One seed: Wilson interval; two seeds: both values; three or more: mean [95% t interval].")
+                   "Headline and gap: over the seeds that learned, the variant's 95% interval (seeds and val images "
+                   "sampled), or with one seed an interval for that one network. Other rows: one seed as is, two as "
+                   "both values, three or more as mean [95% Student t interval over the learned seeds]. Failed or "
+                   "at chance: of the runs that finished or failed, with its exact (Clopper-Pearson) interval.")
 
 
 def differences(doc: Document, study: Study, an: Analysis) -> None:
@@ -104,7 +110,7 @@ def differences(doc: Document, study: Study, an: Analysis) -> None:
         return
     doc.h(1, "Differences and verdicts")
     doc.p(f"Each model against {code(an.reference)} (the least regularized), on the headline accuracy and on the "
-          f"measured generalization gap: {an.family}.")
+          f"measured generalization gap: {an.family}. {analysis.seeds_advice(an)}")
     sections.comparison_table(doc, an, an.accuracy, "accuracy", id="accuracy-difference")
     sections.comparison_table(doc, an, an.gap, "generalization gap", id="gap-difference")
     sections.forest_figure(doc, study, an, an.accuracy, "forest.png", "headline accuracy")
@@ -124,7 +130,7 @@ def _model(doc: Document, study: Study, v: Variant) -> None:
           + ("One seed: every number below is a single run." if n == 1 else f"{n} seeds, with every seed's value."))
     sections.metric_table(doc, v, id=f"metrics-{common.slug(v.name)}")
     doc.p(analysis.epochs_sentence(v) + " Best epoch" + ("s" if n > 1 else "") + ": "
-          + ", ".join(COUNT(f.best_epoch) for f in v.runs) + ".")
+          + ", ".join(f.best_epoch_cell() for f in v.runs) + ".")
     sections.architecture(doc, v.runs[0].run, ident=v.name)
     sections.seed_curves_figure(doc, study, v)
 
@@ -139,29 +145,24 @@ def curves_compared(doc: Document, study: Study, an: Analysis) -> None:
 
 
 def _acc_text(v: Variant) -> str:
-    if len(v.runs) == 1:
-        f = v.runs[0]
+    if len(v.learned) == 1:
+        f = v.learned[0]
         lo, hi = f.wilson
-        return f"{PCT(f.acc)} (one seed; Wilson 95% [{PCT(lo)}, {PCT(hi)}])"
-    return f"{PCT(v.mean('acc'), mean=True)} (mean of {len(v.runs)} seeds)"
-
-
-def _gap_text(v: Variant) -> str:
-    return PP(v.mean("gap"), mean=len(v.runs) > 1)
+        return f"{PCT(f.acc)} (one seed: this network, Wilson 95% [{PCT(lo)}, {PCT(hi)}] over images like val/)"
+    return f"{analysis.accuracy_cell(v)} (the variant, {len(v.learned)} learned seeds)"
 
 
 def _evidence(c: analysis.Comparison) -> str:
-    parts = [f"{common.fmt_level(c.level)} interval {analysis.interval_text(c)}, {c.method}"]
-    if c.note and not c.seed_level:
-        parts.append(c.note)
-    if c.mcnemar:
-        parts.append(f"exact McNemar on the {c.mcnemar['a_only'] + c.mcnemar['b_only']} images where the two runs "
-                     f"disagree ({c.mcnemar['a_only']} vs {c.mcnemar['b_only']}): {common.p_text(c.mcnemar['p'])}")
-    if c.seed_level:
-        parts.append(f"minimum detectable difference at 80% power {analysis.mdd_text(c)}")
-        parts.append(f"a seed of {code(c.variant)} beats a seed of {code(c.reference)} with probability "
-                     f"{analysis.superiority_text(c)}")
-    return "; ".join(parts)
+    """What a verdict rests on, in words: the interval and its method, or what the networks do (no claim)."""
+    if c.networks:
+        return f". {analysis.networks_text(c)}."
+    if not c.has_interval:
+        return "."
+    return (f" ({common.fmt_level(c.level)} interval {analysis.interval_text(c)}, {c.n_seeds[0]} vs {c.n_seeds[1]} "
+            f"learned seeds; {c.method}; seeds a new study needs: {analysis.plan_text(c, 'detect')} to detect this "
+            f"difference, {analysis.plan_text(c, 'equivalent')} to show equivalence within "
+            f"{common.fmt_margin(c.margin)}; a seed of {code(c.variant)} beats a seed of {code(c.reference)} on "
+            f"these val images with probability {analysis.superiority_text(c)}).")
 
 
 def _architecture_note(study: Study, a: str, b: str) -> str:
@@ -191,11 +192,10 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
         b = c_acc.variant
         B = study.variants[b]
         c_gap = an.get("gap", b)
-        text = (f"**{code(b)} against {code(a)}.** Headline accuracy {_acc_text(B)} against {_acc_text(A)}, a "
-                f"difference of {PP(c_acc.diff)}. Verdict: {analysis.verdict_text(c_acc, an.margin)} "
-                f"({_evidence(c_acc)}).")
-        text += (f" Generalization gap (clean training minus headline accuracy, measured) {_gap_text(B)} against "
-                 f"{_gap_text(A)}. Verdict: {analysis.verdict_text(c_gap, an.margin)} ({_evidence(c_gap)}).")
+        text = (f"**{code(b)} against {code(a)}.** Headline accuracy {_acc_text(B)} against {_acc_text(A)}. "
+                f"Verdict: {analysis.verdict_text(c_acc)}{_evidence(c_acc)}")
+        text += (f" Generalization gap (clean training minus headline accuracy, measured) {analysis.gap_cell(B)} "
+                 f"against {analysis.gap_cell(A)}. Verdict: {analysis.verdict_text(c_gap)}{_evidence(c_gap)}")
         text += (f" Final-epoch running training accuracy (augmentation and dropout on, not used for the gap): "
                  f"{PCT(B.mean('train_accuracy'), mean=len(B.runs) > 1)} against "
                  f"{PCT(A.mean('train_accuracy'), mean=len(A.runs) > 1)}.")
@@ -203,18 +203,16 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
         for v in (B, A):
             flagged = [f for f in v.runs if f.at_chance]
             if flagged and not c_acc.not_ranked:
-                text += " " + " ".join(f"{code(v.name)} seed {f.seed} is **at chance** ({f.chance_reason})."
-                                       for f in flagged)
+                text += " " + " ".join(f"{code(v.name)} seed {f.seed} is **at chance** ({f.chance_reason}); it is "
+                                       "in no interval." for f in flagged)
         text += _architecture_note(study, a, b)
         out.append(text)
-    if len(study.variants) > 1 and study.fewest_seeds == 1:
-        out.append("With a single seed on at least one side, the intervals above cover only the sampling of the "
-                   "validation images, not seed-to-seed variation: another seed could give another answer. Run "
-                   f"at least {analysis.RECOMMENDED_SEEDS} seeds (`--seeds {analysis.RECOMMENDED_SEEDS}`).")
-    elif len(study.variants) > 1 and study.fewest_seeds < analysis.RECOMMENDED_SEEDS:
-        out.append(f"With {study.fewest_seeds} seeds the seed-level intervals are wide (the minimum detectable "
-                   f"differences above say how wide); run at least {analysis.RECOMMENDED_SEEDS} seeds "
-                   f"(`--seeds {analysis.RECOMMENDED_SEEDS}`).")
+    if any(c.one_seed for c in an.accuracy):
+        out.append("With a single seed on a side, nothing here is about the variants: what the two networks did on "
+                   "these images is all one seed shows, and another seed could give another answer. "
+                   + analysis.seeds_advice(an))
+    elif an.m:
+        out.append(analysis.seeds_advice(an))
     out.append(facts.design_text(study.runs, study.design))
     return out
 
@@ -225,10 +223,11 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
 COMPARE = Report(
     title=lambda study, an: f"reglab compare: {esc(' vs '.join(study.variants))}",
     reference=reference_variant,
-    sections=(sections.generated, sections.alerts, sections.design, sections.runs_section, key_differences,
-              differences, models, curves_compared, sections.per_class, sections.mistakes, sections.augmentation,
-              conclusion_section, sections.how_to_read, provenance.setup_section),
-    terminal=lambda study, an: (comparison_rows(study, an), "Summary of key differences"),
+    sections=(sections.estimand, sections.generated, sections.alerts, sections.design, sections.runs_section,
+              key_differences, differences, models, curves_compared, sections.per_class, sections.mistakes,
+              sections.augmentation, conclusion_section, sections.how_to_read, provenance.setup_section),
+    terminal=lambda study, an: (comparison_rows(study, an), "Summary of key differences" + (
+        ": one seed on a side, no claim about the variants" if any(c.one_seed for c in an.accuracy) else "")),
 )
 
 

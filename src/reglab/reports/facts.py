@@ -4,7 +4,9 @@ Every report is a study: `load_study(DIR)` for a study folder, `load_run_study(R
 study of one variant and one seed, rendered through the same sections).
 
 No run vanishes: failed, interrupted, damaged and at-chance runs are kept, named with their seeds and reasons in
-the report's alerts and on stderr.
+the report's alerts and on stderr. Failures are apart from performance: a variant's failed and at-chance runs are
+counted with an exact interval (`Variant.failures`), and everything about its performance is over the runs that
+learned (`Variant.learned`, `Variant.correctness()`), never over a sample with a peak at chance.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..data.folder import scan
 from ..data.identity import describe_change, identity
 from ..errors import UserError
 from ..rundir import Run, Summary, load_run, scan_study
-from .common import CONFIDENCE, NAN, PCT, RATE, _num, fmt_int, p_text, slug, warn
+from .common import CONFIDENCE, COUNT, NAN, PCT, RATE, _num, fmt_int, p_text, slug, warn
 from ..text import visible
 from .document import code, esc, plain
 
@@ -72,6 +74,11 @@ class RunFacts:
         return self.epochs_max is not None and self.epochs_run >= self.epochs_max and not self.stopped_early
 
     @property
+    def best_censored(self) -> bool:
+        """Its best epoch is the last epoch of a run the cap stopped: the best might have come later."""
+        return self.censored and math.isfinite(self.best_epoch) and self.best_epoch >= self.epochs_max
+
+    @property
     def wilson(self) -> tuple[float, float]:
         return stats.wilson(self.correct, self.n, CONFIDENCE) if self.n else (NAN, NAN)
 
@@ -90,6 +97,9 @@ class RunFacts:
 
     def epochs_cell(self) -> str:
         return f"{self.epochs_run} (cap)" if self.censored else str(self.epochs_run)
+
+    def best_epoch_cell(self) -> str:
+        return COUNT(self.best_epoch) + (" (cap)" if self.best_censored else "")
 
 
 def run_facts(run: Run) -> RunFacts:
@@ -205,6 +215,33 @@ class Variant:
         return bool(self.runs) and all(f.at_chance for f in self.runs)
 
     @property
+    def learned(self) -> list[RunFacts]:
+        """The finished runs that learned (not at chance): the variant's performance is theirs."""
+        return [f for f in self.runs if not f.at_chance]
+
+    @property
+    def summarized(self) -> list[RunFacts]:
+        """The runs a summary of the variant is over: those that learned, or every one when none did (then they
+        are all at chance: one peak, flagged)."""
+        return self.learned or self.runs
+
+    @property
+    def failures(self) -> dict:
+        """Failed runs and finished runs at chance, of the runs that ended (finished or failed), with the exact
+        interval (stats.failure_rate). Interrupted, unfinished and damaged runs are no outcome of the recipe."""
+        failed = [r for r in self.others if r.status == "failed"]
+        return stats.failure_rate(len(self.runs) - len(self.learned) + len(failed), len(self.runs) + len(failed),
+                                  CONFIDENCE)
+
+    def correctness(self) -> np.ndarray | None:
+        """Bool (learned seeds, images) from predictions.npz, the input of the variant-level statistics; None when
+        no run learned, a run has no predictions, or the runs were scored on different numbers of images."""
+        fs = self.learned
+        if not fs or any(f.correctness is None for f in fs) or len({f.correctness.size for f in fs}) != 1:
+            return None
+        return np.stack([f.correctness for f in fs])
+
+    @property
     def regularizers(self) -> list[str] | None:
         """What the variant regularizes with, in words, as its first finished run recorded them (None: a run
         older than that record; today's code is not asked, since it may describe something else)."""
@@ -221,7 +258,8 @@ class Variant:
         return {r.seed: r.metrics for r in self.described}
 
     def values(self, key: str) -> list[float]:
-        return [f.value(key) for f in self.runs]
+        """One value per summarized run (see `summarized`)."""
+        return [f.value(key) for f in self.summarized]
 
     def mean(self, key: str) -> float:
         return stats.mean_ci(self.values(key))["mean"]

@@ -14,10 +14,11 @@ import numpy as np
 from .. import stats
 from ..models import mermaid
 from ..rundir import Run
-from .analysis import (Analysis, Comparison, accuracy_cell, epochs_cell, interval_text, mdd_text, method_notes,
-                       per_seed_cell, seed_summary, superiority_text, verdict_text, wall_cell)
+from .analysis import (POWER, Analysis, Comparison, accuracy_cell, best_epoch_cell, epochs_cell, estimand_text,
+                       gap_cell, interval_text, method_notes, networks_text, per_seed_cell, plan_text, seed_summary,
+                       seeds_advice, superiority_text, verdict_rules, verdict_text, wall_cell)
 from .common import (ACC_BOUNDS, CONFIDENCE, COUNT, GAP_BOUNDS, LOSS, NONNEG, PCT, PP, RATE, SECONDS, _num, fmt_int,
-                     fmt_margin, fmt_p, slug)
+                     fmt_margin, slug)
 from .document import Document, code, esc
 from .facts import Study, Variant, class_names, confusion, design_text, problem_reason, run_label
 from .plots import (model_svg, plot_augmentation, plot_confusion, plot_forest, plot_gap_grid, plot_misclassified,
@@ -31,6 +32,40 @@ NOT_EVALUATED = "No results yet: the run has not been evaluated."
 
 
 # ------------------------------------------------------------------------------ the top of a report
+
+
+def estimand(doc: Document, study: Study, an: Analysis) -> None:
+    """Before anything else: a plain warning where one seed on a side allows no claim about the variants (the default
+    one-seed `reglab compare`), then what the report's intervals and verdicts are about, in one sentence."""
+    warning = one_seed_warning(study, an)
+    if warning:
+        doc.warning(warning)
+    doc.p(estimand_text(study))
+
+
+def one_seed_warning(study: Study, an: Analysis) -> str:
+    """No claim about the variants where a comparison has one learned seed on a side: what the networks did on these
+    images instead (labelled), and the seeds a claim needs. Empty when every comparison can claim."""
+    comps = [c for c in an.accuracy if c.one_seed]
+    if not comps:
+        return ""
+    if len(comps) == len(an.accuracy):
+        head = "**No claim about the variants: one seed on a side.**"
+        which = "which variant"
+        advice = seeds_advice(an)
+    else:
+        head = (f"**No claim about {', '.join(code(c.variant) for c in comps)} against {code(an.reference)}: one "
+                "learned seed on a side.**")
+        which = "which of them"
+        advice = ("A claim needs at least 2 seeds that learn on each side: run more seeds (`--seeds`), then "
+                  "`reglab plan DIR` estimates how many.")
+    names = [c.variant for c in comps] + [an.reference]
+    networks = [f"{code(n)}'s network {PCT(study.variants[n].learned[0].acc)}" for n in study.variants
+                if n in names and len(study.variants[n].learned) == 1]
+    images = study.variants[an.reference].learned[0].n
+    return (f"{head} One seed shows nothing of how much seeds vary, so nothing in this report says {which} is "
+            f"better. What the networks did on these {images:,} val images: {'; '.join(networks)}. "
+            + ". ".join(networks_text(c) for c in comps) + f". {advice}")
 
 
 def generated(doc: Document, study: Study, an: Analysis) -> None:
@@ -64,8 +99,8 @@ def runs_section(doc: Document, study: Study, an: Analysis) -> None:
               note="Every run folder under the study is counted here; only finished runs enter the results below.")
     flagged = [f for f in study.runs if f.at_chance]
     if flagged:
-        doc.bullets([f"{run_label(f.run)} is **at chance**: {f.chance_reason}. It stays in the means, flagged."
-                     for f in flagged])
+        doc.bullets([f"{run_label(f.run)} is **at chance**: {f.chance_reason}. It is counted with its variant's "
+                     "failures and left out of every interval." for f in flagged])
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -117,7 +152,7 @@ def _run_rows(v: Variant) -> list[list[str]]:
     speed = _num(s.train_images_per_second)
     rows += [
         ["Epochs", f"{f.epochs_text()}" + (f" (cap {f.epochs_max})" if f.epochs_max and not f.censored else "")],
-        [f"Best epoch (chosen on {chooser})", COUNT(f.best_epoch)],
+        [f"Best epoch (chosen on {chooser})", f.best_epoch_cell()],
         ["Wall time (this machine)", SECONDS(_num(s.wall_seconds))],
         ["Training throughput", f"{speed:.1f} images/s" if math.isfinite(speed) else "n/a"],
         ["Precision", esc(s.precision or "not recorded")],
@@ -142,25 +177,20 @@ RUN_METRICS = [  # key, label, format, bounds
 
 
 def metric_table(doc: Document, v: Variant, id: str = "") -> None:
-    """A variant's metrics: one seed as values; several as summary (see seed_summary) and every seed's value."""
+    """A variant's metrics: one seed as values; several as summary (the variant's interval for the accuracy and the
+    gap, seed_summary for the rest) and every seed's value."""
+    cells = {"acc": accuracy_cell, "gap": gap_cell, "epochs_run": epochs_cell, "best_epoch": best_epoch_cell,
+             "wall_seconds": wall_cell}
     rows = []
     for key, label, fmt, bounds in RUN_METRICS:
-        if key == "acc":
-            cell = accuracy_cell(v)
-        elif key == "epochs_run":
-            cell = epochs_cell(v)
-        elif key == "wall_seconds":
-            cell = wall_cell(v)
-        else:
-            cell = seed_summary(v.values(key), fmt, bounds)
+        cell = cells[key](v) if key in cells else seed_summary(v.values(key), fmt, bounds)
         rows.append([label, cell] + ([per_seed_cell(v, key, fmt)] if len(v.runs) > 1 else []))
-    n = len(v.runs)
-    if n > 1:
-        header = ["Metric", "Mean [95% t interval]" if n > 2 else "Seeds (mean)", "Per seed"]
-        note = (f"{n} seeds: Student t intervals with {n - 1} degrees of freedom, clipped to the quantity's range "
-                "(accuracies 0–100%, epochs and times at least 0; a clipped interval is marked)." if n > 2 else
-                "2 seeds: no interval is shown, since one with 1 degree of freedom is too wide to mean anything; "
-                "the two values are.")
+    if len(v.runs) > 1:
+        header = ["Metric", "Mean [95% interval]", "Per seed"]
+        note = ("Accuracy and gap: the variant's, over its learned seeds, on images like val/ (seeds and val images "
+                "both sampled). Other rows: Student t intervals over the learned seeds (about this training set, or "
+                "these val images), clipped to the quantity's range (marked); two seeds: the two values. Seeds at "
+                "chance are listed per seed and are in no interval.")
     else:
         header, note = ["Metric", f"Value (seed {v.runs[0].seed})"], \
             "One seed: the Wilson interval covers the sampling of validation images only, not seed-to-seed variation."
@@ -176,16 +206,17 @@ def metric_table(doc: Document, v: Variant, id: str = "") -> None:
 def comparison_table(doc: Document, an: Analysis, comps: list[Comparison], what: str, id: str = "") -> None:
     rows = []
     for c in comps:
-        rows.append([f"{code(c.variant)} − {code(c.reference)}", PP(c.diff), interval_text(c), c.method,
-                     verdict_text(c, an.margin), mdd_text(c), superiority_text(c),
-                     fmt_p(c.mcnemar["p"]) if c.mcnemar else "n/a"])
-    doc.table(["Comparison", f"Difference in {what}", "Simultaneous 95% interval", "Method", "Verdict",
-               "Min. detectable difference (80% power)", "P(a seed of the first beats a seed of the second)",
-               "McNemar exact p"], rows, id=id,
-              note=f"{an.family}; the verdict is read off the interval beside it: differs (the interval excludes 0), "
-                   f"equivalent within {fmt_margin(an.margin)} (the interval lies inside the margin: two one-sided "
-                   "tests at the same level), otherwise inconclusive. The minimum detectable difference is approximate "
-                   "(noncentral t with the Welch degrees of freedom taken as known: optimistic at few seeds).")
+        verdict = verdict_text(c) + (f"; {networks_text(c)}" if c.networks else "")
+        rows.append([f"{code(c.variant)} − {code(c.reference)}", f"{c.n_seeds[0]} vs {c.n_seeds[1]}",
+                     PP(c.diff) if c.has_interval else "n/a (no claim)", interval_text(c), verdict,
+                     plan_text(c, "detect"), plan_text(c, "equivalent"), superiority_text(c)])
+    doc.table(["Comparison", "Learned seeds", f"Difference in {what} (estimate)", "Simultaneous 95% interval",
+               "Verdict", f"Seeds a new study needs to detect this difference ({POWER:.0%} power)",
+               f"Seeds it needs to show equivalence within {fmt_margin(an.margin)}",
+               "P(a seed of the first beats a seed of the second), on these val images"], rows, id=id,
+              note=f"{an.family}, over the learned seeds, accounting for the seeds and the val images (paired). "
+                   f"Verdicts: {verdict_rules(an)} Seeds a new study needs: estimates from the variance seen here, "
+                   "with the range the seed variance's uncertainty leaves.")
 
 
 def forest_figure(doc: Document, study: Study, an: Analysis, comps: list[Comparison], name: str, what: str) -> None:
@@ -194,10 +225,11 @@ def forest_figure(doc: Document, study: Study, an: Analysis, comps: list[Compari
                   clipped_lo=c.clipped and c.lo <= -c.bound, clipped_hi=c.clipped and c.hi >= c.bound) for c in comps]
     path, rel = study.figure(name)
     plot_forest(items, path, f"Difference in {what} (pp)", limit=comps[0].bound * 100, margin=an.margin * 100)
-    doc.figure(rel, f"Differences in {what}, sorted by effect: the simultaneous interval of each comparison (line; "
+    doc.figure(rel, f"Differences in {what}, sorted by estimate: the simultaneous interval of each comparison (line; "
                     "an arrow where it runs past the edge of the possible range), its estimate (large dot), and "
-                    "every seed of the variant minus the reference's mean (small dots). Dashed: no difference; "
-                    f"shaded: the {fmt_margin(an.margin)} margin. A hollow dot has no interval.")
+                    "every learned seed of the variant minus the reference's mean on these val images (small dots). "
+                    f"Dashed: no difference; shaded: the {fmt_margin(an.margin)} margin. A hollow dot has no interval: "
+                    "no claim about the variants.")
 
 
 # -------------------------------------------------------------------------------------- architecture
@@ -283,7 +315,7 @@ def per_class(doc: Document, study: Study, an: Analysis) -> None:
         return
     per_variant, names = {}, None
     for name, v in study.variants.items():
-        preds = [(f, f.predictions) for f in v.runs if f.predictions is not None]
+        preds = [(f, f.predictions) for f in v.summarized if f.predictions is not None]
         if not preds:
             doc.p(f"{code(name)} has no predictions.npz; no per-class results.")
             continue
@@ -304,8 +336,9 @@ def per_class(doc: Document, study: Study, an: Analysis) -> None:
         rows = [[esc(name)] + [seed_summary(list(acc[:, i]), PCT) for acc in per_variant.values()]
                 for i, name in enumerate(names)]
         doc.table(header, rows, id="per-class",
-                  note="Recall per true class of the restored-best model, as seed_summary writes it: one seed as is, "
-                       "two as both values, three or more as mean [95% t interval].")
+                  note="Recall per true class of the restored-best model on these val images, over the seeds that "
+                       "learned: one seed as is, two as both values, three or more as mean [95% Student t interval "
+                       "over the seeds, about these val images only].")
 
 
 def mistakes(doc: Document, study: Study, an: Analysis) -> None:
@@ -366,4 +399,4 @@ def augmentation(doc: Document, study: Study, an: Analysis) -> None:
 
 def how_to_read(doc: Document, study: Study, an: Analysis) -> None:
     doc.h(1, "How to read the statistics")
-    doc.bullets(method_notes(an, study.runs))
+    doc.bullets(method_notes(an, study))

@@ -26,9 +26,9 @@ def _title(study: Study, an: Analysis) -> str:
 SINGLE = Report(
     title=_title,
     reference=lambda study: next(iter(study.shown)),
-    sections=(sections.generated, sections.alerts, sections.design, sections.run_summary, sections.training_curves,
-              sections.per_class, sections.mistakes, sections.augmentation, sections.architectures,
-              sections.how_to_read, provenance.setup_section),
+    sections=(sections.estimand, sections.generated, sections.alerts, sections.design, sections.run_summary,
+              sections.training_curves, sections.per_class, sections.mistakes, sections.augmentation,
+              sections.architectures, sections.how_to_read, provenance.setup_section),
 )
 
 
