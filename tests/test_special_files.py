@@ -149,3 +149,12 @@ def test_the_largest_allowed_model_is_described_without_allocating_and_refused_f
     rc = main(["train", "--config", str(cfg), "--data", str(data), "--out", str(run), "--device", "cpu"])
     one_line_error(capfd, rc, "needs at least", "GiB")
     assert not run.exists()
+
+
+def test_a_selection_split_that_holds_out_nothing_is_refused_not_replaced_by_val(tmp_path, capfd):
+    """One training image a class: nothing can be held out, and choosing on val/ instead was silent (issue 20 §3)."""
+    data, out = make_tree(tmp_path / "data", per_class=1), tmp_path / "run"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--selection-split", "0.2", "--epochs", "1",
+               "--image-size", "16", "--device", "cpu", "--quiet"])
+    one_line_error(capfd, rc, "--selection-split 0.2", "holds out no training image")
+    assert not out.exists()

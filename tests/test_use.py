@@ -48,6 +48,23 @@ def test_predict_on_its_own_val_folder_reproduces_its_accuracy(run, mini, tmp_pa
         assert probs == sorted(probs, reverse=True) and r["class_1"] == r["predicted_class"]
 
 
+def test_predict_computes_at_the_precision_asked(run, mini, tmp_path):
+    """The default is the run's own precision (fp32 here); --precision bf16 computes in bf16 autocast, which rounds
+    the probabilities differently; --precision fp32 is what the export computes (issue 23 item 6)."""
+    from reglab.trained import load_run
+
+    assert load_run(run, "cpu").precision == "fp32" and load_run(run, "cpu", "bf16").precision == "bf16"
+    folder = mini / "val" / "n01440764"
+    csvs = {}
+    for flag in ([], ["--precision", "fp32"], ["--precision", "bf16"]):
+        out = tmp_path / f"p{len(csvs)}.csv"
+        assert main(["predict", str(run), str(folder), "--out", str(out), "--quiet", *flag]) == 0
+        csvs[" ".join(flag)] = [(r["path"], r["prob_1"], r["prob_2"]) for r in csv.DictReader(open(out))]
+    assert csvs[""] == csvs["--precision fp32"]
+    assert [r[0] for r in csvs["--precision bf16"]] == [r[0] for r in csvs[""]]
+    assert csvs["--precision bf16"] != csvs[""]
+
+
 def test_predict_names_and_skips_an_unreadable_image(run, mini, tmp_path, capfd):
     folder = tmp_path / "in"
     shutil.copytree(mini / "val" / "n01440764", folder)

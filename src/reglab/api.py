@@ -129,12 +129,17 @@ def load_run(folder: str | Path, device: str = "cpu") -> TrainedRun:
 
 
 def predict(run_dir: str | Path, inputs: list[str | Path] | str | Path, *, out: str | Path = "predictions.csv",
-            top_k: int = 3, device: str = "auto", batch_size: int = 256, quiet: bool = False) -> dict:
+            top_k: int = 3, device: str = "auto", precision: str | None = None, batch_size: int = 256,
+            quiet: bool = False) -> dict:
     """Classify image files (and folders, searched recursively) with a finished run into the CSV `out`, one row
-    per image with its top_k classes; unreadable images are named and skipped. Returns {rows, skipped}."""
+    per image with its top_k classes; unreadable images are named and skipped. precision: "fp32" or "bf16"
+    (default: the run's own). Returns {rows, skipped}."""
     inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
+    if precision not in (None, "fp32", "bf16"):
+        raise UserError(f"invalid precision {precision!r}; choose fp32 or bf16 (default: the run's own)")
     return predict_to_csv(Path(run_dir), [str(i) for i in inputs], out=Path(out), top_k=_positive("top_k", top_k),
-                          device=device, batch_size=_positive("batch_size", batch_size), quiet=quiet)
+                          device=device, precision=precision, batch_size=_positive("batch_size", batch_size),
+                          quiet=quiet)
 
 
 def export(run_dir: str | Path, *, format: str = "onnx", out: str | Path | None = None) -> Path:

@@ -281,7 +281,7 @@ def cmd_summary(args) -> int:
 
 def cmd_predict(args) -> int:
     api.predict(args.run_dir, args.inputs, out=args.out, top_k=args.top_k, device=args.device,
-                batch_size=args.batch_size, quiet=args.quiet)
+                precision=args.precision, batch_size=args.batch_size, quiet=args.quiet)
     return 0
 
 
@@ -434,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=_positive_int, default=3, help="classes listed per image (default 3)")
     pr.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    pr.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: the precision the run "
+                    "was evaluated at, so its own val/ gives its accuracy; fp32 gives what the export computes")
     pr.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch (default 256)")
     add_output_flags(pr)
     pr.set_defaults(func=cmd_predict)

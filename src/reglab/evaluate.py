@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from . import signals
 from .data.loader import DeviceLoader, batch_bounds, to_float
 from .device import autocast
+from .errors import UserError
 from .packed import Cohort
 from .progress import progress
 
@@ -41,6 +42,10 @@ def split_selection(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.
         k = min(len(members) - 1, max(1, int(round(fraction * len(members))))) if len(members) > 1 else 0
         chosen.append(rng.permutation(members)[:k])
     select = np.sort(np.concatenate(chosen)).astype(np.int64)
+    if not len(select):  # asked to hold images out: never fall back to choosing on val/ in silence
+        raise UserError(f"--selection-split {fraction} holds out no training image: every class keeps one to train "
+                        f"on, and the largest has {np.bincount(labels).max()}; give more training images per class, "
+                        "or --selection-split 0 (val/ chooses)")
     return np.setdiff1d(np.arange(len(labels)), select), select
 
 

@@ -107,8 +107,8 @@ def load_run(path: str | Path, device: str = "cpu", precision: str | None = None
         model = model.to(memory_format=torch.channels_last)
     # the precision the run evaluated at, so its own val/ gives its own accuracy (older runs: fp32)
     used = precision or run.summary.precision or "fp32"
-    if used == "bf16" and dev.type != (run.summary.device or dev.type):
-        used = "fp32"
+    if precision is None and used == "bf16" and dev.type != (run.summary.device or dev.type):
+        used = "fp32"  # the run's bf16 on another kind of device would not reproduce it either
     return TrainedRun(path, cfg, classes, run.summary, run.metrics, model, dev, used)
 
 
@@ -132,14 +132,14 @@ def find_images(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def predict_to_csv(run_dir: Path, inputs: list[str], out: Path, top_k: int = 3, device: str = "auto",
-                   batch_size: int = 256, quiet: bool = False) -> dict:
+                   precision: str | None = None, batch_size: int = 256, quiet: bool = False) -> dict:
     """`reglab predict`: a CSV with one row per image (path, predicted class, its probability, top-k)."""
     paths, problems = find_images(inputs)  # check first: the inputs and --out before the model is loaded
     for item, why in problems:
         raise UserError(f"cannot read input {show(item)}: {why}; give image files or folders")
     if not paths:
         raise UserError(f"no images found in {', '.join(map(show, inputs))}; give image files or folders")
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, precision)
     atomic.check_output_file(out, "--out")
     k = min(top_k, len(run.classes))
     rows, skipped = [], []
