@@ -174,3 +174,44 @@ def test_report_lists_retried_runs(compared, tmp_path):
     md = (copy / "report.md").read_text()
     assert "Retried runs" in md and "`basic/seed-42`: retried 1 time: lost on node abcd1234 (host) (NodeDiedError), " \
         "resumed after epoch 2" in md
+
+
+def test_a_killed_local_worker_is_retried_from_its_last_epoch(tmp_path):
+    """--jobs 2 --retries 1: a worker killed after its second epoch (as by the OOM killer) is sent again and resumes;
+    the study finishes with every run. About 80 s on the shared 2-core machine (spawned workers, the report)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_cohort import make_colours
+
+    data, out = make_colours(tmp_path / "data"), tmp_path / "study"
+    study = subprocess.Popen([sys.executable, "-m", "reglab.cli", "compare", "--data", str(data), "--out", str(out),
+                              "--jobs", "2", "--retries", "1", "--image-size", "16", "--epochs", "6", "--patience",
+                              "0", "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, victim = time.time() + 180, None
+        while victim is None and time.time() < deadline:
+            victim = next((m.parent for m in out.glob("*/seed-42/metrics.csv") if len(m.read_text().splitlines()) > 2),
+                          None)
+            time.sleep(0.01)
+        assert victim, "no run finished two epochs in time"
+        os.kill(json.loads((victim / ".reglab.lock").read_text())["pid"], signal.SIGKILL)
+        _, err = study.communicate(timeout=180)
+    finally:
+        if study.poll() is None:
+            study.kill()
+            study.communicate()
+    assert study.returncode == 0, err
+    line = re.search(rf"reglab: run {re.escape(str(victim))} \(seed 42\) died \(killed by SIGKILL; out of memory\?\); "
+                     r"retry 1 of 1, resuming after epoch (\d)\n", err)
+    assert line and err.count("died") == 1, err
+    epochs = [int(r.split(",")[0]) for r in (victim / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+    assert json.loads((victim / "summary.json").read_text())["status"] == "finished"
+    retried = json.loads((out / "study.json").read_text())["retried"]
+    assert retried == {f"{victim.parent.name}/seed-42": [{"node": retried[f"{victim.parent.name}/seed-42"][0]["node"],
+                                                          "reason": "killed by SIGKILL",
+                                                          "after_epoch": int(line.group(1))}]}
