@@ -139,9 +139,10 @@ class Unit:
 
     def continued(self) -> "Unit":
         """The same unit after its worker was lost, from what its folders hold: a run with last.ckpt resumes
-        exactly (as `--resume`), a finished one is kept as it is, one that never checkpointed starts again."""
-        return replace(self, jobs=tuple(replace(j, resume=(j.run_dir / "last.ckpt").exists()
-                                                or rundir.is_finished(j.run_dir)) for j in self.jobs))
+        exactly (as `--resume`), a finished one is kept as it is, one that never checkpointed starts again. Never
+        an overwrite: what the folders hold now is this unit's own work."""
+        return replace(self, overwrite=False, jobs=tuple(replace(j, resume=(j.run_dir / "last.ckpt").exists()
+                                                                 or rundir.is_finished(j.run_dir)) for j in self.jobs))
 
 
 @dataclass(frozen=True)
@@ -348,15 +349,14 @@ class WorkerStopped(Exception):
     failure. A plain message, so it survives the trip back to the driver (run.Interrupted does not)."""
 
 
-def _ray_worker(unit: Unit, shared: Shared | None, attempt: int):
+def _ray_worker(unit: Unit, shared: Shared | None):
     """A Ray task, as a generator: first the node it runs on, once it has checked that it sees the study and
     the data as the driver does; then the unit's summaries. One thread, quiet; a UserError travels back to
     the driver as the task's error."""
     node = _this_node()
     files = shared.check(node) if shared else None
     yield node
-    if attempt:
-        _wait_for_locks(unit)
+    _wait_for_locks(unit)
     try:
         yield train_unit(unit, files, threads=1)
     except run.Interrupted as e:
@@ -376,8 +376,9 @@ def _check_node(shared: Shared) -> None:
 
 
 def _wait_for_locks(unit: Unit) -> None:
-    """Before a retry trains: wait (up to LOCK_WAIT_S) until no lost worker holds the unit's run folders; the
-    resume itself then refuses a folder still held, naming the holder."""
+    """Before a unit trains: wait (up to LOCK_WAIT_S) until no lost worker holds its run folders (a retry, or a
+    rerun after the driver died: the driver holds the study folder, so no live reglab can); the run itself then
+    refuses a folder still held, naming the holder."""
     deadline = time.monotonic() + LOCK_WAIT_S
     for job in unit.jobs:
         while time.monotonic() < deadline:
@@ -412,7 +413,7 @@ def _on_ray(units: list[Unit], how: Executor, on_result: OnResult, on_start: OnS
             _check_nodes(ray, shared, gpus)
 
         def submit(unit: Unit, attempt: int) -> None:
-            running[task.remote(unit.absolute(), shared, attempt)] = [unit, attempt, None]
+            running[task.remote(unit.absolute(), shared)] = [unit, attempt, None]
 
         for unit in units:
             on_start(unit)
