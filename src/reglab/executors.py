@@ -281,8 +281,8 @@ def _process_worker(unit: Unit, threads: int, conn) -> None:
 def _in_processes(units: list[Unit], how: Executor, on_result: OnResult, on_start: OnStart,
                   on_retry: OnRetry) -> list[str]:
     """`how.jobs` units at once, one spawned process each (CUDA cannot be used in forked children, and fresh
-    interpreters keep runs independent); the cores are shared out between them. A unit whose process died is
-    sent again first, up to how.max_retries times."""
+    interpreters keep runs independent); the cores are shared out between them. A unit whose process was killed
+    (the OOM killer) is sent again first, up to how.max_retries times; one that exited with an error is not."""
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // how.jobs)
     pending, running, lost = [(unit, 0) for unit in units], {}, []
@@ -312,8 +312,11 @@ def _in_processes(units: list[Unit], how: Executor, on_result: OnResult, on_star
                     continue
                 if message:
                     raise UserError(f"run {unit.jobs[0].run_dir}: {message[1]}")
-                how_died = (f"killed by {_signal_name(-proc.exitcode)}" if proc.exitcode < 0
-                            else f"exit code {proc.exitcode}")
+                if proc.exitcode >= 0:  # it ended by itself, without an answer (an error: its traceback is above)
+                    lost.append(f"{unit.named()} failed (exit code {proc.exitcode})")
+                    say(f"reglab: {lost[-1]}; the other runs go on")
+                    continue
+                how_died = f"killed by {_signal_name(-proc.exitcode)}"
                 if attempt < how.max_retries:
                     retry = _retry(unit, socket.gethostname(), how_died, attempt + 1, how.max_retries)
                     say(retry.line(f"died ({how_died}; out of memory?)"))
