@@ -127,9 +127,6 @@ class Unit:
         """The same unit with absolute run folders (a Ray worker's working directory is not ours)."""
         return replace(self, jobs=tuple(replace(j, run_dir=j.run_dir.resolve()) for j in self.jobs))
 
-    def folders(self) -> str:
-        return " and ".join(str(j.run_dir) for j in self.jobs)
-
     def named(self) -> str:
         """`run DIR (seed 42)`, or for a cohort `runs VARIANT_DIR (seeds 42, 43)`: what a line says was lost."""
         seeds = ", ".join(j.seed for j in self.jobs)
