@@ -128,11 +128,11 @@ class Unit:
         return replace(self, jobs=tuple(replace(j, run_dir=j.run_dir.resolve()) for j in self.jobs))
 
     def named(self) -> str:
-        """`run DIR (seed 42)`, or for a cohort `runs VARIANT_DIR (seeds 42, 43)`: what a line says was lost."""
-        seeds = ", ".join(j.seed for j in self.jobs)
+        """`run DIR` (its folder names its seed), or for a cohort `runs VARIANT_DIR (seeds 42, 43)`: what a line
+        says was lost."""
         if len(self.jobs) == 1:
-            return f"run {self.jobs[0].run_dir} (seed {seeds})"
-        return f"runs {self.jobs[0].run_dir.parent} (seeds {seeds})"
+            return f"run {self.jobs[0].run_dir}"
+        return f"runs {self.jobs[0].run_dir.parent} (seeds {', '.join(j.seed for j in self.jobs)})"
 
     def continued(self) -> "Unit":
         """The same unit after its worker was lost, from what its folders hold: a run with last.ckpt resumes
