@@ -3,9 +3,9 @@
 that runs a unit is removed once that unit has written its second epoch's metrics; the driver sends the unit again
 to the other node, which resumes it from its last checkpoint, the study finishes, and every run's metrics and
 weights equal those of an uninterrupted study trained here with one thread. Skipped, saying why, where Ray cannot
-start the cluster within START_S. Measured on the 2-core development machine shared with other work (load average
-8.6): 129 s for this file (the cluster starting 38 s, the lost node's study 58 s, the node check 13 s), most of it
-Ray starting and Ray workers importing torch."""
+start the cluster within START_S. Measured on the 2-core development machine shared with other work: 54 s for this
+file at a load average of 3.6 (the cluster starting 12 s, the lost node's study 25 s, the node check 6 s), 129 s at
+8.6; most of it Ray starting and Ray workers importing torch."""
 
 from __future__ import annotations
 
