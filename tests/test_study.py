@@ -107,3 +107,123 @@ def test_the_ray_executor_never_joins_a_cluster_it_was_not_given(monkeypatch):
     assert _cluster("auto") == {"address": "auto"}
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
     assert _cluster(None) == {"address": None}  # Ray reads RAY_ADDRESS itself
+
+
+# ------------------------------------------------------------------------------------------ lost workers (issue 20)
+
+
+def test_retries_are_bounded_and_checked():
+    from reglab.errors import UserError
+    from reglab.executors import Executor
+
+    assert Executor("ray").max_retries == 2 and Executor("local", jobs=2).max_retries == 0
+    assert Executor("local", jobs=2, retries=3).max_retries == 3 and Executor("ray", retries=0).max_retries == 0
+    for bad in (-1, True, 1.5):
+        with pytest.raises(UserError, match="invalid retries"):
+            Executor("ray", retries=bad)
+    with pytest.raises(UserError, match="--jobs 1"):  # a run in this process cannot outlive its own death
+        Executor("local", retries=1)
+    assert main(["compare", "--retries", "-1"]) == 2
+
+
+def test_a_lost_unit_continues_what_its_folders_hold(tmp_path):
+    import torch
+
+    from reglab.executors import Job, Unit, _retry
+
+    checkpointed, fresh = tmp_path / "regularized" / "seed-42", tmp_path / "regularized" / "seed-43"
+    checkpointed.mkdir(parents=True)
+    fresh.mkdir(parents=True)
+    torch.save({"epoch": 3}, checkpointed / "last.ckpt")
+    unit = Unit((Job("regularized", None, checkpointed), Job("regularized", None, fresh)))
+    retry = _retry(unit, "abcd1234 (host)", "NodeDiedError", 1, 2)
+    assert [j.resume for j in retry.unit.jobs] == [True, False] and retry.after == {checkpointed: 3, fresh: None}
+    assert retry.line("lost its worker on node abcd1234 (host) (NodeDiedError)") == (
+        f"reglab: runs {checkpointed.parent} (seeds 42, 43) lost its worker on node abcd1234 (host) (NodeDiedError); "
+        "retry 1 of 2, seed 42 resuming after epoch 3, seed 43 starting again (no epoch had finished)")
+
+
+def test_a_node_that_cannot_see_the_shared_folders_refuses_in_one_line(tmp_path):
+    from dataclasses import replace
+
+    from test_cohort import make_colours
+
+    from reglab.data import find_data
+    from reglab.errors import UserError
+    from reglab.executors import Shared
+
+    data = make_colours(tmp_path / "data", per_class=2, val=1)
+    files = find_data(str(data), show_progress=False)
+    marker = tmp_path / "study" / "study.json"
+    marker.parent.mkdir()
+    marker.write_text(json.dumps({"nonce": "cafe"}))
+    shared = Shared(marker, "cafe", "colours", data, files.identity())
+    assert shared.check("n1").name == "colours"
+    for seen, words in ((replace(shared, nonce="beef"), "is not the one the driver just wrote"),
+                        (replace(shared, marker=tmp_path / "elsewhere" / "study.json"), "No such file"),
+                        (replace(shared, root=tmp_path / "nodata"), f"cannot see the data folder {tmp_path}")):
+        with pytest.raises(UserError, match="node n1 cannot see") as e:
+            seen.check("n1")
+        assert words in str(e.value) and "\n" not in str(e.value)
+    (data / "train" / "red" / "0.png").unlink()
+    with pytest.raises(UserError, match="node n1 sees other data"):
+        shared.check("n1")
+
+
+def test_report_lists_retried_runs(compared, tmp_path):
+    from reglab.executors import Job, Retry, Unit
+    from reglab.study import record_retry
+
+    copy = tmp_path / "study"
+    shutil.copytree(compared, copy)
+    lost = Unit((Job("basic", None, copy / "basic" / "seed-42", resume=True), Job("basic", None, copy / "basic" /
+                                                                                  "seed-43", resume=True)))
+    # seed 43 had finished when the worker was lost: it is not retried
+    record_retry(copy, Retry(lost, "abcd1234 (host)", "NodeDiedError", 1, 2, {copy / "basic" / "seed-42": 2}))
+    recorded = json.loads((copy / "study.json").read_text())["retried"]
+    assert recorded == {"basic/seed-42": [{"node": "abcd1234 (host)", "reason": "NodeDiedError", "after_epoch": 2}]}
+    assert main(["report", str(copy)]) == 0
+    md = (copy / "report.md").read_text()
+    assert "Retried runs" in md and "`basic/seed-42`: retried 1 time: lost on node abcd1234 (host) (NodeDiedError), " \
+        "resumed after epoch 2" in md
+
+
+def test_a_killed_local_worker_is_retried_from_its_last_epoch(tmp_path):
+    """--jobs 2 --retries 1: a worker killed after its second epoch (as by the OOM killer) is sent again and resumes;
+    the study finishes with every run. About 80 s on the shared 2-core machine (spawned workers, the report)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_cohort import make_colours
+
+    data, out = make_colours(tmp_path / "data"), tmp_path / "study"
+    study = subprocess.Popen([sys.executable, "-m", "reglab.cli", "compare", "--data", str(data), "--out", str(out),
+                              "--jobs", "2", "--retries", "1", "--image-size", "16", "--epochs", "6", "--patience",
+                              "0", "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, victim = time.time() + 180, None
+        while victim is None and time.time() < deadline:
+            victim = next((m.parent for m in out.glob("*/seed-42/metrics.csv") if len(m.read_text().splitlines()) > 2),
+                          None)
+            time.sleep(0.01)
+        assert victim, "no run finished two epochs in time"
+        os.kill(json.loads((victim / ".reglab.lock").read_text())["pid"], signal.SIGKILL)
+        _, err = study.communicate(timeout=180)
+    finally:
+        if study.poll() is None:
+            study.kill()
+            study.communicate()
+    assert study.returncode == 0, err
+    line = re.search(rf"reglab: run {re.escape(str(victim))} died \(killed by SIGKILL; out of memory\?\); "
+                     r"retry 1 of 1, resuming after epoch (\d)\n", err)
+    assert line and err.count("died") == 1, err
+    epochs = [int(r.split(",")[0]) for r in (victim / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+    assert json.loads((victim / "summary.json").read_text())["status"] == "finished"
+    retried = json.loads((out / "study.json").read_text())["retried"]
+    assert retried == {f"{victim.parent.name}/seed-42": [{"node": retried[f"{victim.parent.name}/seed-42"][0]["node"],
+                                                          "reason": "killed by SIGKILL",
+                                                          "after_epoch": int(line.group(1))}]}

@@ -74,14 +74,17 @@ def resume(folder: str | Path, *, quiet: bool = False, verbose: bool = False,
 
 def compare(*, seeds: Seeds = 1, out: str | Path = "runs/compare", first_seed: int = 42, pack: int | str = "auto",
             margin: float | None = None, jobs: int = 1, executor: str = "local", address: str | None = None,
-            gpus_per_run: float | None = None, quiet: bool = False, verbose: bool = False, **settings) -> Path:
+            gpus_per_run: float | None = None, retries: int | None = None, quiet: bool = False,
+            verbose: bool = False, **settings) -> Path:
     """The notebook's experiment (basic vs regularized) over `seeds` (N from first_seed, or a list), with its
     report. Keyword settings are config keys (data=..., epochs=..., image_size=...). pack: seeds per packed
     network; margin: the verdicts' equivalence margin in percentage points (default 1); jobs: runs at once in
     worker processes; executor="ray" runs each as a Ray task (on the cluster at `address`, else a local
-    instance; `gpus_per_run` GPUs each). Rerunning reuses finished runs. Returns the study folder."""
+    instance; `gpus_per_run` GPUs each); retries: how many times a run whose worker or node died is sent again,
+    resuming from its last epoch (default 2 on Ray, 0 with jobs). Rerunning reuses finished runs. Returns the
+    study folder."""
     checked, chosen = _study_settings(settings), _seed_list(seeds, first_seed)
-    how = Executor(executor, jobs, address, gpus_per_run)
+    how = Executor(executor, jobs, address, gpus_per_run, retries)
     return study.run_study("compare", checked, COMPARE_VARIANTS, chosen, out, how, pack=_pack(pack),
                            margin=_fraction(margin), quiet=quiet, verbose=verbose,
                            report=_reporter("compare", margin, quiet))
@@ -90,11 +93,11 @@ def compare(*, seeds: Seeds = 1, out: str | Path = "runs/compare", first_seed: i
 def ablate(*, variants: list[str] | str | None = None, seeds: Seeds = 1, out: str | Path = "runs/ablate",
            first_seed: int = 42, pack: int | str = "auto", margin: float | None = None, jobs: int = 1,
            executor: str = "local", address: str | None = None, gpus_per_run: float | None = None,
-           quiet: bool = False, verbose: bool = False, **settings) -> Path:
+           retries: int | None = None, quiet: bool = False, verbose: bool = False, **settings) -> Path:
     """Every regularizer ablated over `seeds`, with its report: `variants` as `reglab ablate --variants` (a list
     or a comma-separated string; None: the notebook's six); every other option as compare()."""
     checked, chosen = _study_settings(settings), _seed_list(seeds, first_seed)
-    how = Executor(executor, jobs, address, gpus_per_run)
+    how = Executor(executor, jobs, address, gpus_per_run, retries)
     return study.run_study("ablate", checked, parse_variants(variants), chosen, out, how, pack=_pack(pack),
                            margin=_fraction(margin), quiet=quiet, verbose=verbose,
                            report=_reporter("ablate", margin, quiet))

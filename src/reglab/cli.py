@@ -58,6 +58,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (0 or more), got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number (0 or more), got {text!r}")
+    return v
+
+
 def _seed(text: str) -> int:
     try:
         v = int(text)
@@ -241,7 +251,8 @@ def study_options(args) -> dict:
     settings.pop("seed", None)
     return dict(seeds=args.seeds, first_seed=42 if args.seed is None else args.seed, pack=args.pack,
                 margin=args.margin, jobs=args.jobs, executor=args.executor, address=args.address,
-                gpus_per_run=args.gpus_per_run, quiet=args.quiet, verbose=args.verbose, **settings)
+                gpus_per_run=args.gpus_per_run, retries=args.retries, quiet=args.quiet, verbose=args.verbose,
+                **settings)
 
 
 def cmd_compare(args) -> int:
@@ -384,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: RAY_ADDRESS if set, else a new local instance)")
     study.add_argument("--gpus-per-run", type=_gpus, default=None, help="Ray: GPUs per run, e.g. 0.25 for four "
                        "runs a GPU (default 0.25)")
+    study.add_argument("--retries", type=_count, default=None, metavar="N", help="send a run whose worker or node "
+                       "died again, up to N times, resuming after its last epoch (default 2 with --executor ray, "
+                       "0 with --jobs)")
     study.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin of the verdicts, "
                        "in percentage points (default 1)")
     add_pack_flag(study)

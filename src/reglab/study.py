@@ -8,14 +8,18 @@ of at most `pack` seeds of a variant; a run that resumes goes with the cohort it
 the Executor says (executors.py), and the caller's `report` renders the report under the same lock.
 
 study.json records the study (kind, command, variants, seeds, wall time summed over the invocations that built
-it, the verdicts' margin). For `train --seeds` (kind `train`) it is also the plan: config, seeds and cohort size,
-which `train --resume DIR` finishes, seeds an interruption kept from starting included.
+it, the verdicts' margin, and `retried`: each run whose worker was lost and sent again, which the report lists).
+It also holds a fresh `nonce` per invocation: on Ray every node checks, before it trains, that it reads this
+nonce in the study folder and scans the same data as the driver (executors.Shared). For `train --seeds` (kind
+`train`) it is also the plan: config, seeds and cohort size, which `train --resume DIR` finishes, seeds an
+interruption kept from starting included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -31,7 +35,7 @@ from .config import NON_RESULT_FIELDS, Config, from_dict
 from .data import Data, DataFiles
 from .device import minimum_bytes, pick_device
 from .errors import UserError
-from .executors import Executor, Job, OnStart, Unit, execute
+from .executors import Executor, Job, OnStart, Retry, Shared, Unit, execute
 from .prepare import check_trained_on, find, prepare_data
 from .progress import echo, progress
 from .provenance import command_line
@@ -157,21 +161,49 @@ def check_out(out: Path, what: str = "study folder") -> None:
         lock.check_free(out, what)
 
 
-def write_study(out: Path, kind: StudyKind, jobs: list[Job], seconds: float, margin: float | None = None) -> None:
-    path = out / "study.json"
-    previous = {}
-    with contextlib.suppress(OSError, ValueError):
-        previous = json.loads(path.read_text())
-    if not isinstance(previous, dict):
-        previous = {}
+def write_study(out: Path, kind: StudyKind, jobs: list[Job], seconds: float, margin: float | None = None,
+                nonce: str | None = None) -> None:
+    previous = read_study(out)
     wall = previous.get("wall_seconds", 0.0)
-    atomic.write_json(path, {
+    atomic.write_json(out / "study.json", {
         "kind": kind, "reglab": __version__, "command": command_line(),
         "variants": list(dict.fromkeys(j.variant for j in jobs)), "seeds": sorted({j.cfg.seed for j in jobs}),
         # summed over the invocations that built this study
         "wall_seconds": (wall if isinstance(wall, (int, float)) else 0.0) + seconds,
         "margin": margin if margin is not None else previous.get("margin", stats.DEFAULT_MARGIN),
+        "nonce": nonce,
+        **_retried_runs(out, previous),
     })
+
+
+def read_study(out: Path) -> dict:
+    """study.json as written, or {} (absent or unreadable: it is rewritten from the plan)."""
+    previous = {}
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads((out / "study.json").read_text())
+    return previous if isinstance(previous, dict) else {}
+
+
+def _retried_runs(out: Path, meta: dict) -> dict:
+    """{"retried": ...} as study.json holds it, without the runs whose folders are gone (retrained from
+    scratch, they were never retried); {} when none is left."""
+    retried = meta.get("retried")
+    kept = {run: events for run, events in retried.items() if (out / run).is_dir()} if isinstance(retried, dict) else {}
+    return {"retried": kept} if kept else {}
+
+
+def record_retry(out: Path, retry: Retry) -> None:
+    """Add a retry to study.json at once (the driver itself may die next): `retried` maps each run folder that
+    trains on (relative to the study, variant/seed-N) to its events: the node and why its worker was lost, and
+    the epoch it resumed after (null: it started again)."""
+    meta = read_study(out)
+    retried = _retried_runs(out, meta).get("retried", {})
+    for job in retry.unit.jobs:
+        if job.run_dir in retry.after:
+            run = job.run_dir.relative_to(out).as_posix()
+            retried.setdefault(run, []).append({"node": retry.node, "reason": retry.reason,
+                                                "after_epoch": retry.after[job.run_dir] if job.resume else None})
+    atomic.write_json(out / "study.json", {**meta, "retried": retried})
 
 
 # ------------------------------------------------------------------------------------------ a study
@@ -190,8 +222,9 @@ def run_study(kind: StudyKind, settings: dict, variants: dict[str, dict], seeds:
     if how.name == "local":
         pick_device(first.device)  # a missing GPU is one line now, not one per worker later
     files = find(first, quiet)
+    identity = files.identity()
     # the runs kept as they are (finished, failed) must have been trained on this data; a resumed run checks its own
-    check_trained_on(files.identity(), {j.run_dir: _trained_on(j) for j in jobs
+    check_trained_on(identity, {j.run_dir: _trained_on(j) for j in jobs
                                         if states[j.run_dir] in ("finished", "failed")}, first.data,
                      "use another --out for this data")
     todo = [replace(j, resume=states[j.run_dir] == "resume") for j in jobs if states[j.run_dir] in ("new", "resume")]
@@ -208,8 +241,10 @@ def run_study(kind: StudyKind, settings: dict, variants: dict[str, dict], seeds:
         for job in failed:
             say(f"reglab: run {job.run_dir} failed earlier (see its summary.json); kept as failed and "
                 "counted in the report: delete its folder to retry it")
-        t0 = time.time()
-        write_study(out, kind, jobs, 0.0, margin)
+        t0, nonce = time.time(), secrets.token_hex(8)
+        write_study(out, kind, jobs, 0.0, margin, nonce)
+        # what every Ray node must see as this driver does: this study.json, and the data it scanned
+        shared = Shared((out / "study.json").absolute(), nonce, files.name, files.root.absolute(), identity)
         try:
             with progress(not quiet) as bar, signals.phase(f"running the {kind} study in {out}"):
                 task = bar.add_task(f"{kind}: runs", total=len(todo), info="")
@@ -220,14 +255,15 @@ def run_study(kind: StudyKind, settings: dict, variants: dict[str, dict], seeds:
 
                 # a worker's runs are quiet: a header line would introduce nothing
                 announce = _announcer(len(todo), quiet) if how.in_process else None
-                lost = execute(units_of(todo, size), how, finished, data=data, on_start=announce, quiet=quiet,
+                lost = execute(units_of(todo, size), how, finished, data=data, on_start=announce,
+                               on_retry=lambda retry: record_retry(out, retry), shared=shared, quiet=quiet,
                                verbose=verbose)
         except Interrupted as e:
             e.args = (f"interrupted by {signal.Signals(e.signum).name}; finished runs are kept and the interrupted "
                       f"one resumes when you rerun the same command: {command_line()}",)
             raise
         finally:
-            write_study(out, kind, jobs, time.time() - t0, margin)
+            write_study(out, kind, jobs, time.time() - t0, margin, nonce)
         if report is not None:
             report(out)
     if lost:

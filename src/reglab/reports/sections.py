@@ -101,6 +101,23 @@ def runs_section(doc: Document, study: Study, an: Analysis) -> None:
     if flagged:
         doc.bullets([f"{run_label(f.run)} is **at chance**: {f.chance_reason}. It is counted with its variant's "
                      "failures and left out of every interval." for f in flagged])
+    retried = study.meta.get("retried")
+    if isinstance(retried, dict) and retried:
+        doc.p("Retried runs: their worker or its node was lost, and the run was sent again, continuing from its "
+              "last finished epoch exactly as `--resume` does (on a CPU: the same metrics and weights as an "
+              "uninterrupted run):")
+        doc.bullets([f"{code(run)}: {_retries_text(events)}" for run, events in sorted(retried.items())])
+
+
+def _retries_text(events) -> str:
+    """A retried run's events from study.json: how many, and for each where and why, and where it resumed."""
+    events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+    said = []
+    for e in events:
+        epoch = e.get("after_epoch")
+        resumed = f"resumed after epoch {epoch}" if isinstance(epoch, int) else "started again"
+        said.append(f"lost on node {esc(e.get('node', '?'))} ({esc(e.get('reason', '?'))}), {resumed}")
+    return f"retried {len(events)} time{'s' if len(events) != 1 else ''}: " + "; ".join(said)
 
 
 # ------------------------------------------------------------------------------------------- metrics
