@@ -26,7 +26,7 @@ from typing import Literal, get_args
 
 import torch
 
-from . import run
+from . import plugins, run
 from .config import Config
 from .data import Data
 from .errors import UserError
@@ -79,11 +79,13 @@ class Job:
 @dataclass(frozen=True)
 class Unit:
     """Jobs trained together as one packed network. overwrite: replace the runs in their folders; changes:
-    what a resume may change (more epochs, speed settings; run.train_cohort refuses the rest)."""
+    what a resume may change (more epochs, speed settings; run.train_cohort refuses the rest); plugins: the
+    regularizer plugins a worker loads first (plugins.specs())."""
 
     jobs: tuple[Job, ...]
     overwrite: bool = False
     changes: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
 
     def absolute(self) -> "Unit":
         """The same unit with absolute run folders (a Ray worker's working directory is not ours)."""
@@ -103,6 +105,7 @@ def train_unit(unit: Unit, data: Data | None = None, quiet: bool = True, verbose
     continues with its folder's own config."""
     if threads:
         torch.set_num_threads(threads)
+    plugins.load_all(unit.plugins)
     jobs = unit.jobs
     return run.train_cohort([None if j.resume else j.cfg for j in jobs], [j.run_dir for j in jobs], data=data,
                             resume=[j.resume for j in jobs], overwrite=unit.overwrite, changes=unit.changes,
@@ -114,6 +117,7 @@ def execute(units: list[Unit], how: Executor, on_result: OnResult, *, data: Data
     """Train every unit where `how` says; returns one line per unit lost (see the module docstring). `data` is
     used in this process only; workers prepare their own."""
     run_units = _on_ray if how.name == "ray" else _in_process if how.in_process else _in_processes
+    units = [replace(unit, plugins=plugins.specs()) for unit in units]  # a worker loads this process's plugins
     return run_units(units, how, on_result, data, on_start or (lambda unit: None), quiet, verbose)
 
 
