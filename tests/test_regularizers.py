@@ -228,7 +228,7 @@ def test_a_recorded_config_loads_without_its_plugin():
 
     cfg = from_dict({**Config().to_dict(), "plugin_settings": {"cutout": 48}})
     assert cfg.plugin_settings == {"cutout": 48}
-    with pytest.raises(UserError, match="unknown key"):
+    with pytest.raises(UserError, match="cutout is the setting of no regularizer loaded here"):
         Config(**{**Config().to_dict(), "plugin_settings": {"cutout": 48}})
 
 
@@ -375,3 +375,31 @@ def test_the_cutout_example_through_the_cli(tmp_path):
     lines = gone.stderr.splitlines()
     assert gone.returncode == 2 and len(lines) == 1 and lines[0].startswith("reglab: cannot report"), gone.stderr
     assert "'cutout'" in lines[0] and f"--plugin {plugin}" in lines[0]
+
+
+@pytest.mark.parametrize("info,needle", [
+    ({"distribution": "myregs", "version": "1.3"}, "install its package: pip install 'myregs==1.3'"),
+    ({"module": "myregs.extra"}, "pass --plugin myregs.extra, or install the package"),
+    ({"module": "__main__"}, "register it again"),
+])
+def test_a_run_whose_plugin_is_not_here_is_refused_saying_what_to_install(info, needle, monkeypatch, registry):
+    from reglab.rundir import PluginInfo
+
+    recorded = PluginInfo(**{"name": "label-noise", "module": "no_such_module_here", **info})
+    monkeypatch.setattr(plugins, "recorded", lambda folder: [(Path("runs/x"), recorded)])
+    for action in ("report", "resume"):
+        with pytest.raises(UserError, match=f"cannot {action} runs/x: it used the regularizer plugin 'label-noise'") \
+                as e:
+            plugins.require("runs/x", action)
+        assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.usefixtures("no_curve_plots")
+def test_worker_processes_load_the_plugins(registry, tmp_path):
+    """ablate(jobs=2): each run in its own spawned process, which loads the plugins this process has first."""
+    data = make_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=4, shape=(16, 16))
+    out = reglab.ablate(variants="cutout=4", seeds=[1, 2], pack="off", jobs=2, plugins=[str(EXAMPLE)],
+                        data=str(data), image_size=16, epochs=1, device="cpu", out=tmp_path / "study", quiet=True)
+    for seed in (1, 2):
+        summary = json.loads((out / "cutout-4" / f"seed-{seed}" / "summary.json").read_text())
+        assert "cutout 4" in summary["regularizers"] and summary["plugins"][0]["file"] == str(EXAMPLE)
