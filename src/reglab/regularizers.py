@@ -30,7 +30,8 @@ that member's own batch or parameters, and has one setting, its strength:
 An inactive regularizer (its setting at the neutral value) is never called. `register_regularizer` adds one, from a
 script, a notebook, a module passed to `--plugin` or a package's `reglab.regularizers` entry point (plugins.py).
 
-This module imports no torch and nothing of reglab's: config.py imports it.
+This module imports no torch, and of reglab only errors.py (config.py imports it; `_check_new` reads config.py's
+field names when a plugin registers).
 """
 
 from __future__ import annotations
