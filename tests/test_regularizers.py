@@ -1,6 +1,6 @@
 """Regularizers as parts (issue 22): one table, and a user's regularizer without forking.
 
-The parametrised tests run over every row of the table (`list_regularizers()`, as timm's tests run over
+One parametrised test runs over every row of the table (`list_regularizers()`, as timm's tests run over
 `list_models()`) and over three plugins, one per stage a user can add to (the worked example Cutout, a confidence
 penalty on the loss, a max-norm constraint after each step): each is off at its neutral value (the config is the
 baseline's, one step is identical), changes one step at its ablation value (from the same initial weights and
@@ -122,41 +122,32 @@ def test_the_rows_are_the_table():
     assert {"input", "loss", "after_step"} == set(regularizers.PLUGIN_STAGES)
 
 
+@pytest.mark.usefixtures("no_curve_plots")
 @pytest.mark.parametrize("name", ROWS)
-def test_off_at_its_neutral_value(name, registry):
-    reg = regularizer(name)
-    without, with_ = pair(reg)
-    base = Config(**without, **TINY)
-    off = Config(**with_, **TINY).replace(**reg.off())
-    assert off.to_dict() == base.to_dict() and off.plugin_settings == {}
-    assert not reg.active(off) and reg.describe(off) is None
-    assert all(Config(model="none").value(s.name) == s.neutral for s in reg.settings)  # off unless asked for
-    (state_a, out_a), (state_b, out_b) = one_step(off), one_step(base)
-    assert torch.equal(out_a, out_b) and all(torch.equal(t, state_b[n]) for n, t in state_a.items())
-
-
-@pytest.mark.parametrize("name", ROWS)
-def test_changes_the_step_at_its_ablation_value(name, registry):
+def test_each_regularizer(name, registry, tmp_path):
+    """Off at its neutral value (the baseline's config and step), a different step at its ablation value, recorded
+    in summary.json and described in the words reports use."""
     reg = regularizer(name)
     without, with_ = pair(reg)
     base, on = Config(**without, **TINY), Config(**with_, **TINY)
-    assert reg.active(on) and not reg.active(base)
-    assert not torch.equal(one_step(base)[1], one_step(on)[1])
-
-
-@pytest.mark.usefixtures("no_curve_plots")
-@pytest.mark.parametrize("name", ROWS)
-def test_recorded_and_described(name, registry, tmp_path):
-    reg = regularizer(name)
-    without, with_ = pair(reg)
-    words = reg.describe(Config(**with_, **TINY))
-    assert words and words not in Config(**without, **TINY).regularizers()
+    # off at its neutral value: the baseline itself
+    off = on.replace(**reg.off())
+    assert off.to_dict() == base.to_dict() and off.plugin_settings == {}
+    assert not reg.active(off) and reg.describe(off) is None
+    assert all(Config(model="none").value(s.name) == s.neutral for s in reg.settings)  # off unless asked for
+    (state_off, out_off), (state_base, out_base) = one_step(off), one_step(base)
+    assert torch.equal(out_off, out_base) and all(torch.equal(t, state_base[n]) for n, t in state_off.items())
+    # on at its ablation value: the same initial weights and generators give another step
+    assert reg.active(on)
+    assert not torch.equal(one_step(on)[1], out_base)
+    # recorded and described
+    words = reg.describe(on)
+    assert words and words not in base.regularizers()
     data = make_tree(tmp_path / "data", classes=("a", "b", "c"), per_class=4, shape=(16, 16))
-    reglab.train(Config(**with_, **TINY, data=str(data)), tmp_path / "run", quiet=True)
+    reglab.train(on.replace(data=str(data)), tmp_path / "run", quiet=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert words in summary["regularizers"]
-    recorded = [p["name"] for p in summary["plugins"]]
-    assert recorded == ([reg.name] if reg.plugin else [])
+    assert [p["name"] for p in summary["plugins"]] == ([reg.name] if reg.plugin else [])
     if reg.plugin:
         info = summary["plugins"][0]
         assert info["module"] == reg.origin.module and len(info["sha256"]) == 64
