@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import reglab
-from reglab.cli import CONFIG_FLAGS, build_parser, main
+from reglab.cli import build_parser, config_flags, main
 from conftest import make_tree, one_line_error
 
 TINY = dict(image_size=16, epochs=1, device="cpu")
@@ -147,8 +147,8 @@ def test_every_cli_option_is_an_api_option():
                 continue
             if command == "ablate" and name == "list_variants":
                 assert callable(reglab.list_variants)
-            else:  # --config FILE.yaml is a file of settings
-                assert (name in CONFIG_FLAGS or name == "config") and takes_settings, (command, action.dest)
+            else:  # --config FILE.yaml is a file of settings, --set NAME=VALUE sets any of them
+                assert (name in config_flags() or name in ("config", "set")) and takes_settings, (command, action.dest)
 
 
 def test_api_functions_keep_their_names_after_every_submodule_is_imported():

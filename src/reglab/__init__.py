@@ -7,17 +7,25 @@ The Python API (api.py: what the `reglab` command calls, with every option its f
     summary = reglab.train(cfg, "runs/basic")                 # one run folder
     reglab.compare(data="path/to/imagefolder", seeds=3, out="runs/compare", epochs=5)   # + report
     run = reglab.load_run("runs/basic")                       # .model .classes .history .predict(images)
+
+Your own regularizer (regularizers.py; README "Your own regularizer"):
+
+    @reglab.register_regularizer("cutout", stage="input", ablation=48,
+                                 setting=reglab.Setting("cutout", int, 0, "[0, 1024]", metavar="PX"))
+    def cutout(images, targets, size, generator): ...
 """
 
 __version__ = "0.2.0"  # the one version number: pyproject.toml reads it from here
 
 from .config import Config  # noqa: E402  (after __version__, which the modules below read)
 from .errors import UserError  # noqa: E402
+from .regularizers import Regularizer, Setting, list_regularizers, register_regularizer  # noqa: E402  (no torch)
 
 API = ("train", "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run", "predict", "export",
-       "summary", "bench")
-__all__ = ["Config", "UserError", "train", "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run",
-           "predict", "export", "summary", "bench", "__version__"]
+       "summary", "bench", "load_plugins")
+__all__ = ["Config", "UserError", "Setting", "Regularizer", "register_regularizer", "list_regularizers", "train",
+           "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run", "predict", "export",
+           "summary", "bench", "load_plugins", "__version__"]
 
 
 def __getattr__(name: str):

@@ -6,6 +6,9 @@ flags and calls it, and a notebook calls the same functions with the same option
     compare(seeds=, out=, ..., **settings)            the notebook's experiment over seeds, and its report
     ablate(variants=, seeds=, out=, ..., **settings)  every regularizer ablated over seeds, and its report
     list_variants()                                   what each variant ablate accepts changes
+    register_regularizer(name, fn, stage=, setting=)  your own regularizer (also a decorator)
+    list_regularizers()                               every regularizer: the built-in table, then yours
+    load_plugins(specs)                               import regularizer plugins: modules or .py files
     report(folder, margin=)                           re-render a study's or a run's report
     plan(folder, margin=, power=)                     the seeds a new study needs, from a pilot study
     load_run(folder)                                  a finished run as a model: .predict(images)
@@ -16,7 +19,8 @@ flags and calls it, and a notebook calls the same functions with the same option
 
 Functions take a Config (or config settings as keywords) and plain arguments, never an argparse namespace. They
 check all of their input before any work (a bad value raises UserError, one line), and quiet=True silences
-everything but errors. A margin is in percentage points, as the --margin flag.
+everything but errors. A margin is in percentage points, as the --margin flag. `plugins` (--plugin): regularizer
+plugins to import first, module names or .py files (plugins.py); installed packages' plugins load by themselves.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from pathlib import Path
 import torch
 
 from . import atomic, benchmark, run, rundir, study
-from .config import FIELD_NAMES, MAX_SEED, Config, absolute_data, check_keys, resolve
+from .config import MAX_SEED, Config, absolute_data, check_keys, resolve, valid_keys
 from .errors import UserError
 from .executors import Executor
 from .models import build_model, summary_text
+from .plugins import load_all, require
+from .regularizers import list_regularizers, register_regularizer  # noqa: F401  (part of the API)
 from .trained import TrainedRun, export_run, predict_to_csv
 from .trained import load_run as load_trained_run
 from .reports.planning import plan as plan_study
@@ -42,14 +48,22 @@ from .variants import COMPARE_VARIANTS, parse_variants, variant_catalogue
 MAX_CLASSES = 100_000  # summary's --num-classes: ImageNet-21k has 21,841; more is a typo (1e9 asked for a terabyte)
 
 Seeds = int | list[int]
+Plugins = list[str] | str | None
+
+
+def load_plugins(specs: list[str] | str) -> None:
+    """Import regularizer plugins (what --plugin takes): module names, or paths of .py files. Their regularizers
+    are then known to every function here; the installed packages' plugins (entry points) load as well."""
+    load_all(specs)
 
 
 def train(config: Config, out: str | Path, *, seeds: Seeds = 1, pack: int | str = "auto", overwrite: bool = False,
-          quiet: bool = False, verbose: bool = False) -> Summary | dict[Path, Summary]:
+          plugins: Plugins = None, quiet: bool = False, verbose: bool = False) -> Summary | dict[Path, Summary]:
     """Train `config` into the run folder `out` and return its summary (also out/summary.json). seeds=N trains N
     seeds from config.seed (a list: exactly those), each into out/<model>/seed-<seed>/, `pack` seeds to one
     packed network (a number, "auto": on CUDA as many as fit, or "off"), and returns {run folder: summary}.
     overwrite: replace the run(s) there, once the new ones have their data and model."""
+    load_all(plugins)
     cfg = resolve(config.to_dict())  # checked now, its data made absolute
     pack = _pack(pack)
     if seeds == 1:
@@ -58,12 +72,15 @@ def train(config: Config, out: str | Path, *, seeds: Seeds = 1, pack: int | str 
                              verbose=verbose)
 
 
-def resume(folder: str | Path, *, quiet: bool = False, verbose: bool = False,
+def resume(folder: str | Path, *, plugins: Plugins = None, quiet: bool = False, verbose: bool = False,
            **changes) -> Summary | dict[Path, Summary]:
     """Continue what `train` left in `folder`: an interrupted run (returns its summary), or every unfinished seed
     of a `train(seeds=...)` folder, each in the cohort it was trained in (returns {run folder: summary}).
     `changes` are config settings: epochs=N extends the run(s) (a finished run needs keep_last), and settings that
-    change only speed or storage are allowed; any other change is refused, naming it."""
+    change only speed or storage are allowed; any other change is refused, naming it. The regularizer plugins the
+    runs used must be here (loaded from what they recorded when possible), in the version they were trained with."""
+    load_all(plugins)
+    require(folder, "resume")
     changes = check_keys(changes, "the changes")
     if "data" in changes:
         changes["data"] = absolute_data(changes["data"])
@@ -74,8 +91,8 @@ def resume(folder: str | Path, *, quiet: bool = False, verbose: bool = False,
 
 def compare(*, seeds: Seeds = 1, out: str | Path = "runs/compare", first_seed: int = 42, pack: int | str = "auto",
             margin: float | None = None, jobs: int = 1, executor: str = "local", address: str | None = None,
-            gpus_per_run: float | None = None, retries: int | None = None, quiet: bool = False,
-            verbose: bool = False, **settings) -> Path:
+            gpus_per_run: float | None = None, retries: int | None = None, plugins: Plugins = None,
+            quiet: bool = False, verbose: bool = False, **settings) -> Path:
     """The notebook's experiment (basic vs regularized) over `seeds` (N from first_seed, or a list), with its
     report. Keyword settings are config keys (data=..., epochs=..., image_size=...). pack: seeds per packed
     network; margin: the verdicts' equivalence margin in percentage points (default 1); jobs: runs at once in
@@ -83,7 +100,7 @@ def compare(*, seeds: Seeds = 1, out: str | Path = "runs/compare", first_seed: i
     instance; `gpus_per_run` GPUs each); retries: how many times a run whose worker or node died is sent again,
     resuming from its last epoch (default 2 on Ray, 0 with jobs). Rerunning reuses finished runs. Returns the
     study folder."""
-    checked, chosen = _study_settings(settings), _seed_list(seeds, first_seed)
+    checked, chosen = _study_settings(settings, plugins, out), _seed_list(seeds, first_seed)
     how = Executor(executor, jobs, address, gpus_per_run, retries)
     return study.run_study("compare", checked, COMPARE_VARIANTS, chosen, out, how, pack=_pack(pack),
                            margin=_fraction(margin), quiet=quiet, verbose=verbose,
@@ -93,24 +110,31 @@ def compare(*, seeds: Seeds = 1, out: str | Path = "runs/compare", first_seed: i
 def ablate(*, variants: list[str] | str | None = None, seeds: Seeds = 1, out: str | Path = "runs/ablate",
            first_seed: int = 42, pack: int | str = "auto", margin: float | None = None, jobs: int = 1,
            executor: str = "local", address: str | None = None, gpus_per_run: float | None = None,
-           retries: int | None = None, quiet: bool = False, verbose: bool = False, **settings) -> Path:
+           retries: int | None = None, plugins: Plugins = None, quiet: bool = False, verbose: bool = False,
+           **settings) -> Path:
     """Every regularizer ablated over `seeds`, with its report: `variants` as `reglab ablate --variants` (a list
-    or a comma-separated string; None: the notebook's six); every other option as compare()."""
-    checked, chosen = _study_settings(settings), _seed_list(seeds, first_seed)
+    or a comma-separated string; None: the notebook's six; a plugin's regularizer is a variant as a built-in one
+    is); every other option as compare()."""
+    checked, chosen = _study_settings(settings, plugins, out), _seed_list(seeds, first_seed)
     how = Executor(executor, jobs, address, gpus_per_run, retries)
     return study.run_study("ablate", checked, parse_variants(variants), chosen, out, how, pack=_pack(pack),
                            margin=_fraction(margin), quiet=quiet, verbose=verbose,
                            report=_reporter("ablate", margin, quiet))
 
 
-def list_variants() -> list[tuple[str, str]]:
+def list_variants(plugins: Plugins = None) -> list[tuple[str, str]]:
     """(variant, what it changes) for every variant ablate(variants=...) accepts ("[=VALUE]": takes a value)."""
+    load_all(plugins)
     return variant_catalogue()
 
 
-def report(folder: str | Path, *, margin: float | None = None, quiet: bool = False) -> tuple[Path, Path]:
+def report(folder: str | Path, *, margin: float | None = None, plugins: Plugins = None,
+           quiet: bool = False) -> tuple[Path, Path]:
     """Re-render the report of a study or run folder from its run folders alone; returns (report.md, report.html).
-    margin: percentage points (default: the study's, else 1)."""
+    margin: percentage points (default: the study's, else 1). The regularizer plugins the runs used must be here
+    (loaded from what they recorded when possible): otherwise it is refused, saying what to install."""
+    load_all(plugins)
+    require(folder, "report")
     return render_report(Path(folder), quiet=quiet, margin=_fraction(margin))
 
 
@@ -189,16 +213,20 @@ def bench(data: str = "imagenette2-160", *, device: str = "auto", json_path: str
 # ------------------------------------------------------------------------------------------ checks
 
 
-def _study_settings(settings: dict) -> dict:
-    """A study's config settings, checked now (a bad value is one line before any work), data made absolute."""
-    unknown = sorted(set(settings) - set(FIELD_NAMES))
+def _study_settings(settings: dict, plugins: Plugins, out: str | Path) -> dict:
+    """A study's config settings, checked now (a bad value is one line before any work), data made absolute, with
+    the plugins loaded first; a study folder's runs must have the plugins they used, in the same version."""
+    load_all(plugins)
+    if rundir.classify(out) == "study":
+        require(out, "resume")
+    unknown = sorted(set(settings) - set(valid_keys()))
     if unknown:
-        raise UserError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(FIELD_NAMES)}")
+        raise UserError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(valid_keys())}")
     if "seed" in settings:
         raise UserError("a study trains every seed in seeds=: give seeds=N with first_seed=S, or seeds=[...], "
                         "not seed=")
     cfg = resolve(settings)
-    return {k: getattr(cfg, k) for k in settings}
+    return {k: cfg.value(k) for k in settings}
 
 
 def _seed_list(seeds: Seeds, first: int) -> list[int]:

@@ -7,8 +7,8 @@ Both are written atomically (temporary file, fsync, rename).
 
 What a member's last.ckpt holds is built (`member_state`) and read back (`restore_member`, `restore_shared`)
 here and nowhere else: its config, progress, callbacks and history, its own slice of the packed weights, EMA and
-optimizer state (a cohort member's folder is an ordinary run folder), the schedule, and every generator, so a
-resumed run continues exactly.
+optimizer state (a cohort member's folder is an ordinary run folder), the schedule, and every generator (a plugin
+transform's own generator of the member included), so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def member_state(m, k: int, cohort, optimizer, scheduler, gens, seeds: list[int]
         "data_identity": data_identity, "extensions": m.extensions, "started": m.started, "done": m.done,
         "failure": m.failure, "cohort": {"seeds": list(seeds), "index": k},
         "rng": {"torch": torch.get_rng_state(), "order": m.order_gen.get_state(), "aug": gens.aug.get_state(),
-                "mix": _np_state_to_tensors(gens.mix[k])},
+                "mix": _np_state_to_tensors(gens.mix[k]),
+                "plugins": {name: g.get_state() for name, g in gens.plugins[k].items()}},
     }
     if device.type == "cuda":
         s["rng"]["cuda"] = torch.cuda.get_rng_state(device)
@@ -177,6 +178,8 @@ def restore_member(m, k: int, s: dict, path: Path, cohort, optimizer, gens) -> N
     m.train_seconds, m.wall_before, m.images_seen = s["train_seconds"], s["wall_seconds"], s["images_seen"]
     m.order_gen.set_state(s["rng"]["order"])
     gens.mix[k].bit_generator.state = _np_state_from_tensors(s["rng"]["mix"])
+    for name, state in s["rng"].get("plugins", {}).items():  # (the same config: the same plugins)
+        gens.plugins[k][name].set_state(state)
     m.failure = s.get("failure")
 
 

@@ -3,26 +3,30 @@
 The CLI only parses: it turns flags into a config (or explicit settings) and plain arguments, calls the Python
 API (api.py: every command's work is a function there, with every option the flags have) and prints results.
 Flags use the names timm users know (--smoothing --mixup --cutmix --reprob --weight-decay --model-ema);
-prefixes of flags are never guessed. Every flag left unset falls back to --config FILE.yaml, then the recipe,
-then the model preset. A UserError becomes one line on stderr and exit code 2; a signal, one line and exit
-code 128 + its number.
+prefixes of flags are never guessed. The regularizers' flags are generated from their table (regularizers.py),
+their help showing the defaults each model preset and recipe gives; `--set NAME=VALUE` sets any config key.
+Regularizer plugins (`--plugin MODULE`, and installed ones) are loaded before the parser is built, so their
+settings are flags too. Every flag left unset falls back to --config FILE.yaml, then the recipe, then the model
+preset. A UserError becomes one line on stderr and exit code 2; a signal, one line and exit code 128 + its number.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import functools
+import math
 import re
 import sys
 from pathlib import Path
 
 from . import __version__, api
-from .config import (AUGMENTS, BAD_IMAGE_POLICIES, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES,
-                     load_config_file, resolve)
+from .config import (BAD_IMAGE_POLICIES, MAX_SEED, MODEL_PRESETS, OPTIMIZERS, PRECISIONS, SCHEDULES, Config,
+                     load_config_file, parse_value, recipe_names, resolve)
 from .errors import UserError
 from .executors import EXECUTORS
 from .text import say, visible
-from .variants import DEFAULT_ABLATION, variant_names
+from .variants import default_ablation, variant_names
 
 EXAMPLES = """examples:
   reglab compare --data imagenette2-160 --seeds 5 --out runs/compare     the notebook's experiment, 5 seeds
@@ -31,18 +35,21 @@ EXAMPLES = """examples:
 
 'reglab COMMAND --help' lists a command's flags with their defaults."""
 
-# flag dest -> Config field, for every option a user may set on the command line
+# flag dest -> Config field, for the options of the command line that are not a regularizer's (those: their table)
 CONFIG_FLAGS = {
     "model": "model", "recipe": "recipe", "data": "data", "image_size": "image_size", "epochs": "epochs",
-    "batch_size": "batch_size", "seed": "seed", "device": "device", "augment": "augment", "lr": "lr",
+    "batch_size": "batch_size", "seed": "seed", "device": "device", "lr": "lr",
     "optimizer": "optimizer", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
-    "patience": "early_stopping_patience", "weight_decay": "weight_decay", "smoothing": "smoothing",
-    "mixup": "mixup", "cutmix": "cutmix", "reprob": "reprob", "model_ema": "model_ema",
-    "batchnorm": "batchnorm", "dropout": "dropout", "dense_dropout": "dense_dropout",
-    "spatial_dropout": "spatial_dropout", "drop_path": "drop_path", "on_bad_image": "on_bad_image",
+    "patience": "early_stopping_patience", "on_bad_image": "on_bad_image",
     "precision": "precision", "compile": "compile", "eval_batch_size": "eval_batch_size",
     "channels_last": "channels_last", "selection_split": "selection_split", "keep_last": "keep_last",
 }
+
+
+def config_flags() -> dict[str, str]:
+    """flag dest -> config key, for every option a user may set on the command line: CONFIG_FLAGS and every
+    registered regularizer's settings (a plugin's included)."""
+    return {**CONFIG_FLAGS, **{s.name: s.name for r in api.list_regularizers() for s in r.settings}}
 
 
 # ------------------------------------------------------------------------------------------ value types
@@ -112,6 +119,23 @@ def _gpus(text: str) -> float:
     return v
 
 
+def _number(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def _rate(text: str) -> float:
     try:
         v = float(text)
@@ -125,23 +149,67 @@ def _rate(text: str) -> float:
 # ------------------------------------------------------------------------------------------ flag groups
 
 
+@functools.lru_cache(maxsize=1)
+def _preset_configs() -> dict[tuple[str, str], Config]:
+    """The config of every (model preset, recipe): where a setting's default comes from."""
+    return {(model, recipe): Config(model=model, recipe=recipe) for recipe in recipe_names() for model in MODEL_PRESETS}
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def defaults_text(name: str) -> str:
+    """A setting's defaults as the config gives them, per model preset and recipe where they differ:
+    'default 0', 'regularized: 0.25; basic, none: 0', 'default 0; recipe fast: 0.1'."""
+    configs = _preset_configs()
+
+    def by_model(recipe: str) -> str:
+        models: dict[str, list[str]] = {}
+        for model in MODEL_PRESETS:
+            models.setdefault(_shown(configs[(model, recipe)].value(name)), []).append(model)
+        if len(models) == 1:
+            return f"default {next(iter(models))}"
+        return "; ".join(f"{', '.join(ms)}: {v}" for v, ms in models.items())
+
+    base = by_model("seed")
+    others = [f"recipe {r}: {by_model(r).removeprefix('default ')}" for r in recipe_names()
+              if r != "seed" and by_model(r) != base]
+    return "; ".join([base, *others])
+
+
+def add_regularizer_flag(g, s) -> None:
+    """One flag for a regularizer setting (regularizers.Setting), its help ending with its defaults."""
+    help_text = f"{s.help} ({defaults_text(s.name)})"
+    try:
+        if s.type is bool:
+            g.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif s.choices is not None:
+            g.add_argument(s.flag, dest=s.name, choices=s.choices, help=help_text)
+        else:
+            g.add_argument(s.flag, dest=s.name, type=_number if s.type is float else _integer, metavar=s.metavar,
+                           help=help_text)
+    except argparse.ArgumentError:
+        raise UserError(f"the regularizer setting {s.name!r} clashes with the flag {s.flag} of reglab itself; "
+                        f"rename that setting") from None
+
+
+def _regularizer_settings(which) -> list:
+    """The settings of the registered regularizers that `which(regularizer)` picks, in table order."""
+    return [s for r in api.list_regularizers() if which(r) for s in r.settings]
+
+
 def add_model_flags(p: argparse.ArgumentParser, with_config: bool = True) -> None:
-    """What shapes the network (shared by train, compare, ablate and summary)."""
+    """What shapes the network (shared by train, compare, ablate and summary): the model-stage regularizers."""
     g = p.add_argument_group("model (unset: the --model preset's value)")
     if with_config:
         g.add_argument("--config", metavar="FILE.yaml",
                        help="YAML file of config keys, e.g. a run folder's config.yaml; flags override it")
     g.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size in pixels (default 160)")
-    g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch norm after every conv and the dense layer (regularized: on; basic, none: off)")
-    g.add_argument("--dropout", type=_rate, metavar="P",
-                   help="dropout after each conv block (regularized: 0.25; basic, none: 0)")
-    g.add_argument("--dense-dropout", type=_rate, metavar="P",
-                   help="dropout after the dense layer (regularized: 0.5; basic, none: 0)")
-    g.add_argument("--spatial-dropout", action=argparse.BooleanOptionalAction, default=None,
-                   help="conv-block dropout drops whole channels (default off)")
-    g.add_argument("--drop-path", type=_rate, metavar="P", help="stochastic depth for each block's second conv "
-                   "(default 0)")
+    for s in _regularizer_settings(lambda r: not r.plugin and r.stage == "model"):
+        add_regularizer_flag(g, s)
 
 
 def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: str) -> None:
@@ -168,13 +236,16 @@ def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: 
     o.add_argument("--warmup-epochs", type=_rate, help="linear warm-up of onecycle/cosine (default 0)")
     o.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 7; 0 disables)")
     r = p.add_argument_group("regularizers (default: the --model preset's; beyond-notebook ones off)")
-    r.add_argument("--augment", choices=AUGMENTS, help="seed (the notebook's: regularized), none (basic), flip, rrc")
-    r.add_argument("--weight-decay", type=_rate, help="decoupled weight decay (AdamW) (default 0)")
-    r.add_argument("--smoothing", type=_rate, help="label smoothing (default 0)")
-    r.add_argument("--mixup", type=_rate, metavar="ALPHA", help="mixup Beta(alpha, alpha) (default 0: off)")
-    r.add_argument("--cutmix", type=_rate, metavar="ALPHA", help="CutMix Beta(alpha, alpha) (default 0: off)")
-    r.add_argument("--reprob", type=_rate, help="random erasing probability (default 0)")
-    r.add_argument("--model-ema", type=_rate, metavar="DECAY", help="evaluate an EMA of the weights (default 0: off)")
+    for s in _regularizer_settings(lambda r: not r.plugin and r.stage != "model"):
+        add_regularizer_flag(r, s)
+    r.add_argument("--set", action="append", metavar="NAME=VALUE", help="set any config key, a plugin's setting "
+                   "included, e.g. --set mixup=0.4 or --set widths=[16,32,64] (repeatable)")
+    add_plugin_flag(r)
+    loaded = _regularizer_settings(lambda r: r.plugin)
+    if loaded:
+        u = p.add_argument_group("regularizer plugins (loaded; default: off)")
+        for s in loaded:
+            add_regularizer_flag(u, s)
     s = p.add_argument_group("speed and storage (never change what is computed beyond float rounding)")
     s.add_argument("--precision", choices=PRECISIONS, help="auto (default: bf16 where the hardware runs it "
                    "natively, else fp32), fp32 or bf16")
@@ -185,6 +256,12 @@ def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: 
     s.add_argument("--eval-batch-size", type=_positive_int, help="evaluation batch size (default 500)")
     s.add_argument("--keep-last", action="store_true", default=None, help="keep last.ckpt (weights and optimizer "
                    "state) after the run finishes, so it can be extended with --resume --epochs N")
+
+
+def add_plugin_flag(p) -> None:
+    p.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE", help="import a regularizer plugin "
+                   "first: a module name or a .py file (repeatable; installed plugins load by themselves; default "
+                   "none)")
 
 
 def add_pack_flag(p: argparse.ArgumentParser) -> None:
@@ -203,11 +280,29 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def explicit_settings(args) -> dict:
-    """The config values the user set: --config FILE.yaml, then flags on top (None: not set)."""
+    """The config values the user set: --config FILE.yaml, then flags and --set NAME=VALUE on top (None: not set)."""
     settings = load_config_file(args.config) if getattr(args, "config", None) else {}
-    settings.update({field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items()
-                     if getattr(args, flag, None) is not None})
-    return settings
+    flags = {field: getattr(args, flag) for flag, field in config_flags().items()
+             if getattr(args, flag, None) is not None}
+    given = set_values(getattr(args, "set", None) or [])
+    both = sorted(set(flags) & set(given))
+    if both:
+        raise UserError(f"{both[0]} is set twice, by --set {both[0]}=... and by its flag; give one")
+    return {**settings, **flags, **given}
+
+
+def set_values(items: list[str]) -> dict:
+    """--set NAME=VALUE, repeatable: {name: value read as the key's type}."""
+    out = {}
+    for item in items:
+        name, has_value, text = item.partition("=")
+        name = name.strip()
+        if not has_value or not name:
+            raise UserError(f"--set takes NAME=VALUE, e.g. --set mixup=0.4; got {item!r}")
+        if name in out:
+            raise UserError(f"--set {name}=... is given twice; give it once")
+        out[name] = parse_value(name, text.strip())
+    return out
 
 
 def check_seed_flags(args) -> None:
@@ -221,14 +316,15 @@ def cmd_train(args) -> int:
             raise UserError("--resume RUN_DIR continues that folder; leave out --out (or give the same folder)")
         if args.overwrite:
             raise UserError("--resume and --overwrite contradict each other; choose one")
-        results = api.resume(args.resume, quiet=args.quiet, verbose=args.verbose, **explicit_settings(args))
+        results = api.resume(args.resume, plugins=args.plugins, quiet=args.quiet, verbose=args.verbose,
+                             **explicit_settings(args))
     else:
         if not args.out:
             raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR to continue one)")
         cfg = resolve(explicit_settings(args))
         check_seed_flags(args)
         results = api.train(cfg, args.out, seeds=args.seeds, pack=args.pack, overwrite=args.overwrite,
-                            quiet=args.quiet, verbose=args.verbose)
+                            plugins=args.plugins, quiet=args.quiet, verbose=args.verbose)
     if not isinstance(results, dict):  # one run folder
         results = {Path(args.resume or args.out): results}
     code = 0
@@ -251,8 +347,8 @@ def study_options(args) -> dict:
     settings.pop("seed", None)
     return dict(seeds=args.seeds, first_seed=42 if args.seed is None else args.seed, pack=args.pack,
                 margin=args.margin, jobs=args.jobs, executor=args.executor, address=args.address,
-                gpus_per_run=args.gpus_per_run, retries=args.retries, quiet=args.quiet, verbose=args.verbose,
-                **settings)
+                gpus_per_run=args.gpus_per_run, retries=args.retries, plugins=args.plugins, quiet=args.quiet,
+                verbose=args.verbose, **settings)
 
 
 def cmd_compare(args) -> int:
@@ -272,7 +368,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    api.report(args.dir, margin=args.margin, quiet=args.quiet)
+    api.report(args.dir, margin=args.margin, plugins=args.plugins, quiet=args.quiet)
     return 0
 
 
@@ -411,8 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("ablate", parents=[study], help="every regularizer ablated over seeds, and its report",
                        epilog="variants (--list-variants says what each changes): " + ", ".join(variant_names()))
-    a.add_argument("--variants", help=f"comma-separated variants (default {','.join(DEFAULT_ABLATION)}); added "
-                   "regularizers take name=value, e.g. mixup=0.4")
+    a.add_argument("--variants", help=f"comma-separated variants (default {','.join(default_ablation())}); added "
+                   "regularizers take name=value, e.g. mixup=0.4, and a regularizer's setting SETTING=VALUE, e.g. "
+                   "augment=rrc")
     a.add_argument("--list-variants", action="store_true", help="list every variant with what it changes, and exit")
     add_training_flags(a, with_model=False, seed_help="the first seed (default 42)")
     add_model_flags(a)
@@ -423,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", metavar="DIR", help="a compare or ablate --out folder, or one run folder")
     r.add_argument("--margin", type=_rate, default=None, metavar="PP", help="equivalence margin of the verdicts, in "
                    "percentage points (default: the study's, else 1)")
+    add_plugin_flag(r)
     add_output_flags(r)
     r.set_defaults(func=cmd_report)
 
@@ -492,9 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from . import provenance, signals
 
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     provenance.invoked_as(argv)
+    try:  # the plugins first: their settings are flags of the parser
+        api.load_plugins(plugin_specs(argv))
+        parser = build_parser()
+    except UserError as e:
+        say(f"reglab: {e}")
+        return e.exit_code
     if not argv:
         parser.print_help(sys.stderr)
         return 2
@@ -518,6 +621,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("reglab: interrupted")
         return 130
+
+
+def plugin_specs(argv: list[str]) -> list[str]:
+    """The --plugin values on a command line, read before it is parsed."""
+    return [argv[i + 1] if a == "--plugin" else a.split("=", 1)[1] for i, a in enumerate(argv)
+            if (a == "--plugin" and i + 1 < len(argv)) or a.startswith("--plugin=")]
 
 
 if __name__ == "__main__":

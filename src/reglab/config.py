@@ -5,6 +5,12 @@ defaults  <  model preset  <  recipe file (recipes/<name>.yaml)  <  --config FIL
 Model presets (`basic`, `regularized`, `none`) are configurations of the one architecture in models.py,
 plus the augmentation the notebook used with each. Every run writes the fully resolved config to
 config.yaml, so a run folder says exactly what was trained.
+
+The regularizers' settings are declared in their table (regularizers.py), not here: each built-in one is a
+Config field added by `_regularizer_fields` (type and default from the table, range and cross-field checks in
+`validate`), and a plugin's setting lives in the one field `plugin_settings` (only values away from neutral are
+kept, so a run that does not use a plugin does not depend on it). `Config(cutout=8)`, `cfg.replace(cutout=8)` and
+`cfg.value("cutout")` take a plugin's setting by name, as they take a field.
 """
 
 from __future__ import annotations
@@ -21,17 +27,17 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from . import regularizers
 from .errors import UserError
 from .readfile import read_text
 
 # The fields with a fixed set of values: each set is written once, as a type (a typo is a type error), and the
-# tuple of its values (what validate() and the CLI's choices accept) is read from it.
-Augment = Literal["none", "seed", "flip", "rrc"]
+# tuple of its values (what validate() and the CLI's choices accept) is read from it. (The regularizers' own
+# choices are in their table.)
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["plateau", "onecycle", "cosine", "constant"]
 Precision = Literal["auto", "fp32", "bf16"]
 BadImagePolicy = Literal["error", "skip"]
-AUGMENTS: tuple[str, ...] = get_args(Augment)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -48,7 +54,24 @@ SIZE_BOUNDS = {"convs_per_block": 16, "dense_width": 65_536, "batch_size": 65_53
 MAX_IMAGE_SIZE = 1024  # the decode cache and the dense layer grow with its square; memory is checked later too
 
 
+def _regularizer_fields(after: str):
+    """Declare every built-in regularizer setting as a field of the class, after the field `after`, with its
+    table's type and neutral default (run before @dataclass, which then sees ordinary fields)."""
+    def add(cls):
+        declared = {}
+        for name, kind in cls.__dict__["__annotations__"].items():
+            declared[name] = kind
+            if name == after:
+                for s in regularizers.builtin_settings():
+                    declared[s.name] = s.type.__name__
+                    setattr(cls, s.name, s.neutral)
+        cls.__annotations__ = declared
+        return cls
+    return add
+
+
 @dataclass(init=False)
+@_regularizer_fields(after="bn_momentum")
 class Config:
     """Every setting of one run. Build it with keywords: `Config(model="basic", epochs=5)` or
     `Config.preset("basic", epochs=5)`; values left out come from the model preset, then the recipe, then the
@@ -86,24 +109,14 @@ class Config:
     widths: list = field(default_factory=lambda: [32, 64, 128])
     convs_per_block: int = 2
     dense_width: int = 256
-    batchnorm: bool = True
     keras_init: bool = True  # Glorot-uniform kernels, zero biases, BN eps 1e-3 (Keras); off: PyTorch's defaults
     # BatchNorm running-stat update rate, PyTorch convention: Keras's momentum 0.99 is 0.01 here. With few steps
     # per epoch (large batches) 0.01 leaves the running stats far behind the weights; the fast recipe uses 0.1.
     bn_momentum: float = 0.01
-    # regularizers: the notebook's three ...
-    dropout: float = 0.25  # after each conv block's pooling
-    dense_dropout: float = 0.5
-    augment: Augment = "seed"
-    # ... and beyond the notebook (all off by default)
-    spatial_dropout: bool = False  # conv-block dropout drops whole channels (Dropout2d)
-    drop_path: float = 0.0  # stochastic depth: drop each block's second conv pair as a residual
-    weight_decay: float = 0.0  # decoupled (AdamW-style)
-    smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    reprob: float = 0.0
-    model_ema: float = 0.0
+    # (here: one field per built-in regularizer setting, from regularizers.BUILTINS, each off by default; the model
+    # presets turn the notebook's three on)
+    # the settings of plugin regularizers that are not neutral: {setting: value}
+    plugin_settings: dict = field(default_factory=dict)
     # speed (never changes what is computed beyond float rounding)
     # bf16 where the hardware runs it natively (CUDA, CPUs with AMX/AVX-512 bf16), else fp32
     precision: Precision = "auto"
@@ -114,12 +127,22 @@ class Config:
     keep_last: bool = False
 
     def __init__(self, **values):
-        """defaults < model preset < recipe < `values`; then validate."""
-        values = check_keys(values, "the config")
+        """defaults < model preset < recipe < `values`; then validate. A plugin's setting may be given by name."""
+        self._fill(values, strict=True)
+
+    def _fill(self, values: dict, strict: bool) -> None:
+        """strict: every plugin setting must belong to a registered plugin; otherwise (a config a run recorded) the
+        settings of plugins not loaded here are kept as written, unchecked."""
+        values = check_keys(values, "the config", strict)
         model = values.get("model", "regularized")
         if model not in MODEL_PRESETS:
             raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_PRESETS)}")
         merged = {**MODEL_PRESETS[model], **load_recipe(values.get("recipe", "seed")), **values}
+        plugin = dict(merged.pop("plugin_settings", None) or {})
+        plugin.update({k: merged.pop(k) for k in list(merged) if k not in _FIELDS})  # plugin settings by name
+        known = regularizers.plugin_settings()
+        merged["plugin_settings"] = {k: plugin[k] for k in sorted(plugin)
+                                     if k not in known or plugin[k] != known[k].neutral}
         for f in fields(self):
             setattr(self, f.name, merged[f.name] if f.name in merged else _field_default(f))
         self.validate()
@@ -134,12 +157,22 @@ class Config:
         """A copy with some values changed (every other value kept exactly, not re-derived from the preset)."""
         return Config(**{**self.to_dict(), **changes})
 
+    def value(self, name: str) -> Any:
+        """A setting by name: a field, or a plugin's setting (its neutral value when not set)."""
+        if name in _FIELDS:
+            return getattr(self, name)
+        if name in self.plugin_settings:
+            return self.plugin_settings[name]
+        setting = regularizers.plugin_settings().get(name)
+        if setting is None:
+            raise UserError(f"unknown setting {name!r}; valid: {', '.join(valid_keys())}")
+        return setting.neutral
+
     def validate(self) -> "Config":
         def bad(name, value, hint):
             raise UserError(f"invalid {name}: {value!r}; {hint}")
 
         choice = {
-            "augment": AUGMENTS,
             "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
             "precision": PRECISIONS,
@@ -173,40 +206,35 @@ class Config:
                 f"{max(step, self.image_size // step * step)}")
         if self.image_size > MAX_IMAGE_SIZE:
             bad("image_size", self.image_size, f"at most {MAX_IMAGE_SIZE} pixels (the notebook uses 160)")
-        for name in ("dropout", "dense_dropout", "drop_path", "smoothing", "reprob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(name, getattr(self, name), "it must be in [0, 1)")
+        known = regularizers.plugin_settings()
+        for s in regularizers.builtin_settings() + [known[k] for k in self.plugin_settings if k in known]:
+            problem = s.problem(self.value(s.name))
+            if problem:
+                bad(s.name, self.value(s.name), problem)
         if not 0.0 <= self.selection_split <= 0.5:
             bad("selection_split", self.selection_split, "give the fraction of training images that chooses, "
                 "in [0, 0.5] (0: the notebook's way, val/ chooses and judges), e.g. 0.1")
         for name in ("lr", "adam_eps"):
             if getattr(self, name) <= 0:
                 bad(name, getattr(self, name), "it must be positive")
-        for name in ("weight_decay", "mixup", "cutmix", "min_lr", "warmup_epochs", "early_stopping_patience",
-                     "plateau_patience", "plateau_min_delta", "momentum"):
+        for name in ("min_lr", "warmup_epochs", "early_stopping_patience", "plateau_patience", "plateau_min_delta",
+                     "momentum"):
             if getattr(self, name) < 0:
                 bad(name, getattr(self, name), "it must be >= 0")
-        if not 0.0 <= self.model_ema < 1.0:
-            bad("model_ema", self.model_ema, "give a decay in [0, 1), e.g. 0.999; 0 disables it")
         if not 0.0 < self.bn_momentum <= 1.0:
             bad("bn_momentum", self.bn_momentum, "it must be in (0, 1]; Keras's 0.99 is 0.01 here")
         if not 0.0 < self.plateau_factor < 1.0:
             bad("plateau_factor", self.plateau_factor, "it must be in (0, 1)")
         # combinations that would silently do nothing, or something else than asked
-        if self.optimizer == "sgd" and self.weight_decay > 0:
-            bad("weight_decay", self.weight_decay, "weight decay here is decoupled (AdamW); use --optimizer adamw, "
-                "or --weight-decay 0 with sgd")
+        for reg in regularizers.list_regularizers():
+            problem = reg.check(self) if reg.check is not None else None
+            if problem:
+                bad(reg.setting.name, self.value(reg.setting.name), problem)
         if self.schedule in ("plateau", "constant") and self.warmup_epochs > 0:
             bad("warmup_epochs", self.warmup_epochs, f"warm-up applies to the onecycle and cosine schedules, not "
                 f"{self.schedule}; set --schedule onecycle or cosine, or --warmup-epochs 0")
         if self.warmup_epochs > self.epochs:
             bad("warmup_epochs", self.warmup_epochs, f"it must not exceed --epochs ({self.epochs})")
-        if self.spatial_dropout and self.dropout == 0:
-            bad("spatial_dropout", True, "it changes how conv-block dropout drops, but --dropout is 0; "
-                "set --dropout P (the notebook: 0.25) or --no-spatial-dropout")
-        if self.drop_path > 0 and self.convs_per_block < 2:
-            bad("drop_path", self.drop_path, "stochastic depth drops each block's second convolution; this model "
-                f"has {self.convs_per_block} per block (use --model regularized or none)")
         if self.batchnorm and self.batch_size < 2:
             bad("batch_size", self.batch_size, "batch normalization needs at least 2 images a batch")
         return self
@@ -216,42 +244,38 @@ class Config:
 
     def differences(self, other: "Config | dict", ignore=()) -> list[str]:
         """The settings that change what a run computes and differ in `other` (a Config, or a config.yaml as
-        written, which may be older and lack keys): every field but NON_RESULT_FIELDS and `ignore`. The one
-        definition of "the same run" (a cohort's members, a resume, a study's finished run)."""
-        theirs = other.to_dict() if isinstance(other, Config) else other
+        written, which may be older and lack keys, or some settings by name): every field and plugin setting but
+        NON_RESULT_FIELDS and `ignore`. The one definition of "the same run" (a cohort's members, a resume, a
+        study's finished run)."""
+        theirs = _by_setting(other.to_dict() if isinstance(other, Config) else other)
         skip = NON_RESULT_FIELDS | set(ignore)
-        return sorted(k for k, v in self.to_dict().items() if k not in skip and k in theirs and theirs[k] != v)
+        return sorted(k for k, v in _by_setting(self.to_dict()).items()
+                      if k not in skip and k in theirs and theirs[k] != v)
 
     def regularizers(self) -> list[str]:
-        """Human-readable list of the regularizers this run uses (for reports)."""
-        out = []
-        if self.batchnorm:
-            out.append("batch normalization")
-        if self.dropout > 0:
-            out.append(f"{'spatial ' if self.spatial_dropout else ''}dropout {self.dropout:g} (conv blocks)")
-        if self.dense_dropout > 0:
-            out.append(f"dropout {self.dense_dropout:g} (dense)")
-        if self.augment != "none":
-            out.append(f"data augmentation ({self.augment})")
-        if self.drop_path > 0:
-            out.append(f"stochastic depth {self.drop_path:g}")
-        if self.weight_decay > 0:
-            out.append(f"weight decay {self.weight_decay:g}")
-        if self.smoothing > 0:
-            out.append(f"label smoothing {self.smoothing:g}")
-        if self.mixup > 0:
-            out.append(f"mixup {self.mixup:g}")
-        if self.cutmix > 0:
-            out.append(f"cutmix {self.cutmix:g}")
-        if self.reprob > 0:
-            out.append(f"random erasing {self.reprob:g}")
-        if self.model_ema > 0:
-            out.append(f"model EMA {self.model_ema:g}")
-        return out
+        """The words reports use for the regularizers this run uses, in table order (plugins last)."""
+        return [w for reg in regularizers.list_regularizers() if (w := reg.describe(self))]
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
 _FIELDS = {f.name: f for f in fields(Config)}
+
+
+def valid_keys() -> list[str]:
+    """Every key a config takes: its fields, and the settings of the plugins registered now."""
+    return [*FIELD_NAMES, *regularizers.plugin_settings()]
+
+
+def _by_setting(values: dict) -> dict:
+    """A config's values with each plugin setting as a key of its own (from plugin_settings, where a setting that
+    is absent is neutral, and given by name), so that two configs compare setting by setting."""
+    flat = {k: v for k, v in values.items() if k != "plugin_settings" and k in _FIELDS}
+    known = regularizers.plugin_settings()
+    if isinstance(values.get("plugin_settings"), dict):
+        flat.update({name: s.neutral for name, s in known.items()})
+        flat.update(values["plugin_settings"])
+    flat.update({k: v for k, v in values.items() if k not in _FIELDS})
+    return flat
 # Fields that change how fast a run goes or what its folder keeps, not what it computes: a finished run may be
 # reused, or a run resumed, across them.
 NON_RESULT_FIELDS = frozenset({"device", "eval_batch_size", "compile", "channels_last", "keep_last"})
@@ -297,21 +321,26 @@ def load_config_file(path: str | Path) -> dict:
     return check_keys(data, f"config file {path}")
 
 
-def check_keys(data: dict, where: str) -> dict:
+def check_keys(data: dict, where: str, strict: bool = True) -> dict:
+    """`data`'s values checked against their keys' types; an unknown key is one line that lists the valid ones.
+    strict=False: plugin_settings may name plugins not loaded here (a recorded config)."""
+    valid = valid_keys()
     # repr() for odd keys: a key with a newline must not break the one-line error
-    unknown = [k if isinstance(k, str) and k.isprintable() and k else repr(k) for k in data if k not in FIELD_NAMES]
+    unknown = [k if isinstance(k, str) and k.isprintable() and k else repr(k) for k in data if k not in valid]
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in {where}; valid keys: {', '.join(FIELD_NAMES)}")
-    return {k: _coerce(k, v, where) for k, v in data.items()}
+        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} in {where}; valid keys: {', '.join(valid)}")
+    return {k: _coerce(k, v, where, strict) for k, v in data.items()}
 
 
 _SHORT = reprlib.Repr()  # values in error messages: a few items, two levels deep
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
 
 
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """Check a value against the field's type; YAML gives us ints for floats and the like."""
-    kind = type(_field_default(_FIELDS[name]))
+def _coerce(name: str, value: Any, where: str, strict: bool = True) -> Any:
+    """Check a value against the field's (or plugin setting's) type; YAML gives us ints for floats and the like."""
+    if name == "plugin_settings":
+        return _coerce_plugin_settings(value, where, strict)
+    kind = type(_field_default(_FIELDS[name])) if name in _FIELDS else regularizers.plugin_settings()[name].type
     try:
         if kind is bool:
             if not isinstance(value, bool):
@@ -341,6 +370,46 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     raise UserError(f"invalid value for {name} in {where}: {_SHORT.repr(value)} (expected {kind.__name__})")
 
 
+def _coerce_plugin_settings(value: Any, where: str, strict: bool) -> dict:
+    """{setting: value} of plugins. Strict: each a registered plugin's setting, of its type. Otherwise the settings
+    of plugins not loaded here are kept as written (numbers, text or true/false)."""
+    if not isinstance(value, dict):
+        raise UserError(f"invalid value for plugin_settings in {where}: {_SHORT.repr(value)} (expected a mapping of "
+                        "plugin setting: value)")
+    known = regularizers.plugin_settings()
+    out = {}
+    for k, v in value.items():
+        if k in known:
+            out[k] = _coerce(k, v, where)
+        elif not strict and isinstance(k, str) and isinstance(v, (bool, int, float, str)):
+            out[k] = v
+        else:
+            shown = k if isinstance(k, str) and k.isprintable() and k else repr(k)
+            raise UserError(f"invalid value for plugin_settings in {where}: {shown} is the setting of no regularizer "
+                            f"loaded here (plugin settings: {', '.join(known) or 'none'}); load its plugin with "
+                            "--plugin MODULE, or install the package that provides it")
+    return out
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A setting's value as typed on a command line (--set NAME=VALUE), read as its type: 0.4, 1e-3, true, rrc,
+    [32, 64]. Unknown names and bad values are one line."""
+    if name not in valid_keys():
+        raise UserError(f"unknown key {name!r} in --set {name}={text}; valid keys: {', '.join(valid_keys())}")
+    kind = type(_field_default(_FIELDS[name])) if name in _FIELDS else regularizers.plugin_settings()[name].type
+    words = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+    try:
+        if kind is bool:
+            return words[text.strip().lower()]
+        if kind in (int, float):
+            return float(text)  # an integer value becomes an int when the config checks it
+        if kind in (list, dict):
+            return yaml.safe_load(text)
+    except (KeyError, ValueError, OverflowError, yaml.YAMLError):
+        raise UserError(f"invalid value in --set {name}={text}: expected {kind.__name__}") from None
+    return text
+
+
 def resolve(file_values: dict | None = None, flag_values: dict | None = None) -> Config:
     """Merge defaults < model preset < recipe < config file < flags, then validate. A data directory is made
     absolute, so the run resumes from any working directory (a dataset name stays a name)."""
@@ -364,10 +433,14 @@ def absolute_data(spec: str) -> str:
 
 
 def from_dict(values: dict) -> Config:
-    """Rebuild a resolved config (e.g. a run folder's config.yaml) exactly as written."""
+    """Rebuild a resolved config (e.g. a run folder's config.yaml) exactly as written. The settings of a plugin not
+    loaded here are kept as recorded (the model does not depend on them: predict and export work); training with
+    them is refused (trainer.py)."""
     if not isinstance(values, dict):
         raise UserError(f"a config must be a mapping of option: value, got {type(values).__name__}")
-    return Config(**check_keys(values, "config.yaml"))
+    cfg = Config.__new__(Config)
+    cfg._fill(check_keys(values, "config.yaml", strict=False), strict=False)
+    return cfg
 
 
 def dump_yaml(cfg: Config) -> str:

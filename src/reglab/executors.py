@@ -38,7 +38,7 @@ from typing import Literal, get_args
 
 import torch
 
-from . import lock, run, rundir
+from . import lock, plugins, run, rundir
 from .config import Config
 from .data import Data, DataFiles, find_data
 from .data.identity import describe_change
@@ -117,11 +117,13 @@ class Job:
 @dataclass(frozen=True)
 class Unit:
     """Jobs trained together as one packed network. overwrite: replace the runs in their folders; changes:
-    what a resume may change (more epochs, speed settings; run.train_cohort refuses the rest)."""
+    what a resume may change (more epochs, speed settings; run.train_cohort refuses the rest); plugins: the
+    regularizer plugins a worker loads first (plugins.specs())."""
 
     jobs: tuple[Job, ...]
     overwrite: bool = False
     changes: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
 
     def absolute(self) -> "Unit":
         """The same unit with absolute run folders (a Ray worker's working directory is not ours)."""
@@ -234,6 +236,7 @@ def train_unit(unit: Unit, data: Data | DataFiles | None = None, quiet: bool = T
     continues with its folder's own config."""
     if threads:
         torch.set_num_threads(threads)
+    plugins.load_all(unit.plugins)
     jobs = unit.jobs
     return run.train_cohort([None if j.resume else j.cfg for j in jobs], [j.run_dir for j in jobs], data=data,
                             resume=[j.resume for j in jobs], overwrite=unit.overwrite, changes=unit.changes,
@@ -247,6 +250,7 @@ def execute(units: list[Unit], how: Executor, on_result: OnResult, *, data: Data
     used in this process only; workers prepare their own. `shared`: what every Ray node must see (None: no
     check)."""
     on_start, on_retry = on_start or (lambda unit: None), on_retry or (lambda retry: None)
+    units = [replace(unit, plugins=plugins.specs()) for unit in units]  # a worker loads this process's plugins
     if how.name == "ray":
         return _on_ray(units, how, on_result, on_start, on_retry, shared, quiet)
     if how.in_process:

@@ -11,7 +11,8 @@ Every packed tensor keeps its members along dim 0: in K equal blocks of rows (co
 stacked as dim 0 of size K (the dense layers). `Cohort` is the one object that knows this layout: it turns a
 member-major batch into the packed input (`inputs`) and labels into the output's layout (`targets`), gives
 member k's state under the standard model's names (`member_state`, so run folders hold ordinary weights) and
-writes one back (`load_member`), keeps a stopped member frozen (`freeze`, `keep_frozen`) and holds the EMA of
+writes one back (`load_member`), gives member k's parameters as views (`member_parameters`, for a plugin's loss
+term or weight constraint), keeps a stopped member frozen (`freeze`, `keep_frozen`) and holds the EMA of
 the weights. A single run is a cohort of one: K = 1 computes what the standard network computes.
 """
 
@@ -99,7 +100,9 @@ def _pack_module(mods: list[nn.Module]) -> nn.Module:
     if isinstance(first, nn.Flatten):
         return PackedFlatten(k)
     if isinstance(first, Residual):
-        return Residual(_pack_module([m.branch for m in mods]), PackedDropPath(first.drop_path.p, k))
+        packed = Residual(_pack_module([m.branch for m in mods]), first.drop_path.p)
+        packed.drop_path = PackedDropPath(first.drop_path.p, k)  # per sample and member
+        return packed
     if isinstance(first, nn.Sequential):
         packed = nn.Sequential()
         for name, _ in first.named_children():
@@ -213,6 +216,11 @@ class Cohort:
         """Member k's weights as they are evaluated: the EMA's when there is one (best.safetensors)."""
         return self.member_state(k, ema=self.ema is not None)
 
+    def member_parameters(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters under the standard model's names, as views into the packed ones: gradients flow
+        through them, and writing into them (without grad) changes member k alone."""
+        return {n: member_view(n, p, k, self.size, self._stacked) for n, p in self.model.named_parameters()}
+
     def load_member(self, k: int, state: dict[str, torch.Tensor], ema: bool = False) -> None:
         """Write an ordinary network's state_dict into member k's part (of the EMA with `ema`): resume, restore."""
         own = (self.ema.module if ema else self.model).state_dict()
@@ -233,6 +241,10 @@ class Cohort:
 
         self._frozen[k] = {"buffers": snapshot(self.model.named_buffers()),
                            "ema": snapshot(self.ema.module.state_dict().items()) if self.ema is not None else {}}
+
+    def training_members(self) -> list[int]:
+        """The members not frozen (known on the host: no device sync)."""
+        return [k for k in range(self.size) if k not in self._frozen]
 
     @torch.no_grad()
     def keep_frozen(self) -> None:

@@ -175,6 +175,26 @@ class Provenance:
 
 
 @dataclass
+class PluginInfo:
+    """A user's regularizer a run used (regularizers.Origin): its name, its module, the source file it was read from
+    and a sha256 of that source, and the distribution that installed it with its version (None when not one)."""
+
+    name: str
+    module: str
+    file: str | None = None
+    sha256: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def from_json(cls, d) -> "PluginInfo":
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("module"), str):
+            raise Damaged(f"plugins holds {_short(d)}, not a plugin's name and module")
+        return cls(name=d["name"], module=d["module"], file=_typed(d, "file", str), sha256=_typed(d, "sha256", str),
+                   distribution=_typed(d, "distribution", str), version=_typed(d, "version", str))
+
+
+@dataclass
 class Summary:
     """summary.json: one run's status, results and provenance. The trainer fills it; `to_json` is the file;
     `from_json` reads any version of it (the fallbacks for older runs live there and nowhere else) and refuses
@@ -219,6 +239,7 @@ class Summary:
     train_seconds: float | None = None
     train_images_per_second: float | None = None
     regularizers: list[str] | None = None  # words for the reports; None in the oldest runs
+    plugins: list[PluginInfo] = field(default_factory=list)  # the users' regularizers it used
     provenance: Provenance = field(default_factory=Provenance)
 
     @property
@@ -250,6 +271,9 @@ class Summary:
         if regs is not None and not isinstance(regs, list):
             raise Damaged("regularizers is not a list")
         ext = d.get("extensions")
+        plugins = d.get("plugins") or []
+        if not isinstance(plugins, list):
+            raise Damaged("plugins is not a list")
         s = cls(
             status=status, variant=_typed(d, "variant", str), model=_typed(d, "model", str),
             seed=_typed(d, "seed", int, None, **NONNEG), recipe=_typed(d, "recipe", str),
@@ -279,6 +303,7 @@ class Summary:
             train_seconds=_typed(d, "train_seconds", NUMBER, None, low=0.0),
             train_images_per_second=_typed(d, "train_images_per_second", NUMBER, None, low=0.0),
             regularizers=[str(r) for r in regs] if regs is not None else None,
+            plugins=[PluginInfo.from_json(p) for p in plugins],
             provenance=Provenance.from_json(d.get("provenance"), d))
         # values that must agree with each other
         n = s.dataset.val_size

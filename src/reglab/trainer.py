@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import checkpoint, rundir, signals
+from . import checkpoint, regularizers, rundir, signals
 from .callbacks import EarlyStopping, ReduceLROnPlateau
 from .config import Config
 from .data import Data
@@ -116,6 +116,10 @@ class Trainer:
     def __init__(self, jobs: list[TrainJob], data: Data, device: torch.device, quiet: bool = False,
                  verbose: bool = False):
         base = jobs[0].cfg
+        unloaded = sorted(set(base.plugin_settings) - set(regularizers.plugin_settings()))
+        if unloaded:
+            raise UserError(f"{jobs[0].out} sets {', '.join(unloaded)}, a setting of a regularizer plugin that is not "
+                            "loaded here; load it with --plugin MODULE (or install its package) to train it")
         for job in jobs[1:]:
             differ = job.cfg.differences(base, ignore={"seed", "epochs"})
             if differ:
@@ -343,5 +347,7 @@ class Trainer:
             wall_seconds=m.wall_before + (time.time() - self.t0), train_seconds=m.train_seconds,
             train_images_per_second=m.images_seen / m.train_seconds if m.train_seconds else None,
             regularizers=cfg.regularizers(),
+            plugins=[rundir.PluginInfo(name=r.name, **asdict(r.origin)) for r in regularizers.list_regularizers()
+                     if r.plugin and r.active(cfg)],
             provenance=rundir.Provenance(started=m.started, ended=utc_now() if status != "running" else None,
                                          command=command_line(), **self.env))

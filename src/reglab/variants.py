@@ -1,85 +1,134 @@
 """The variants a study trains, and the parsing of `reglab ablate --variants`.
 
-A variant is a name and the config values it sets. `compare` trains the notebook's two models. `ablate` removes
-the notebook's three regularizers from `full` one at a time, removes all three (`none`, same depth), trains the
-notebook's shallow `basic`, and adds each beyond-notebook regularizer to `full` at a common default strength
-(override it with name=value, e.g. mixup=0.4). Nothing here trains or touches a folder.
+A variant is a name and the config values it sets. `compare` trains the notebook's two models. `ablate`'s variants
+are derived from the regularizers' table (regularizers.py, plugins included): `full` (the notebook's regularized
+model), `no-X` for each of the notebook's three (full with X's settings at their neutral values), `none` (all three
+removed, same depth) and `basic` (the notebook's shallow net); and for each added regularizer `X` (full with X at
+its ablation strength) or `X=VALUE` (at another: a value that would not turn it on is refused). `SETTING=VALUE` sets
+one regularizer setting of full by its config key (e.g. augment=rrc, dropout=0.1). Nothing here trains or touches a
+folder.
 """
 
 from __future__ import annotations
 
+from . import regularizers
 from .errors import UserError
+from .regularizers import Regularizer, Setting
 
 COMPARE_VARIANTS = {"basic": {"model": "basic"}, "regularized": {"model": "regularized"}}
-DEFAULT_ABLATION = ("full", "no-augment", "no-batchnorm", "no-dropout", "none", "basic")
-
-NOTEBOOK_VARIANTS = {  # variant name -> (config values, what it is)
+PRESET_VARIANTS = {  # variant name -> (config values, what it is)
     "full": ({"model": "regularized"}, "the notebook's regularized model: batch norm, dropout, augmentation"),
-    "no-augment": ({"model": "regularized", "augment": "none"}, "full without data augmentation"),
-    "no-batchnorm": ({"model": "regularized", "batchnorm": False}, "full without batch normalization"),
-    "no-dropout": ({"model": "regularized", "dropout": 0.0, "dense_dropout": 0.0}, "full without dropout"),
     "none": ({"model": "none"}, "the same 6-conv network with all three removed (depth without regularization)"),
     "basic": ({"model": "basic"}, "the notebook's shallow plain CNN (3 convs, no regularizer)"),
 }
-ADDED_REGULARIZERS = {  # variant name -> (config field, default value, what it adds to full)
-    "smoothing": ("smoothing", 0.1, "label smoothing"),
-    "mixup": ("mixup", 0.2, "mixup with Beta(a, a)"),
-    "cutmix": ("cutmix", 1.0, "CutMix with Beta(a, a)"),
-    "reprob": ("reprob", 0.25, "random erasing with this probability"),
-    "weight-decay": ("weight_decay", 0.05, "decoupled weight decay (AdamW)"),
-    "model-ema": ("model_ema", 0.999, "an EMA of the weights with this decay"),
-    "rrc": ("augment", "rrc", "random-resized-crop + flip instead of the notebook's augmentation"),
-    "spatial-dropout": ("spatial_dropout", True, "conv-block dropout drops whole channels"),
-    "drop-path": ("drop_path", 0.1, "stochastic depth with this rate"),
-}
+FULL = PRESET_VARIANTS["full"][0]
 
 
-def _switch(default) -> bool:
-    """An added regularizer that is on or off (a flag or a choice), so it takes no value."""
-    return isinstance(default, (bool, str))
+def _notebook() -> list[Regularizer]:
+    return [r for r in regularizers.list_regularizers() if r.notebook]
+
+
+def _added() -> list[Regularizer]:
+    return [r for r in regularizers.list_regularizers() if not r.notebook]
+
+
+def default_ablation() -> tuple[str, ...]:
+    """What `ablate` trains without --variants: full, each of the notebook's three removed, none and basic."""
+    return ("full", *sorted(f"no-{r.name}" for r in _notebook()), "none", "basic")
+
+
+def _takes_value(s: Setting) -> bool:
+    """A setting on or off (true/false) takes no value in a variant: listing the variant turns it on."""
+    return s.type is not bool
+
+
+def _value_text(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def variant_catalogue() -> list[tuple[str, str]]:
     """(name, what it changes) for every variant `ablate --variants` accepts."""
-    out = [(name, about) for name, (_, about) in NOTEBOOK_VARIANTS.items()]
-    for name, (_, default, about) in ADDED_REGULARIZERS.items():
-        value = "" if _switch(default) else f"[=VALUE] (default {default:g})"
-        out.append((f"{name}{value}", f"full + {about}"))
+    out = [("full", PRESET_VARIANTS["full"][1])]
+    out += [(f"no-{r.name}", f"full without {r.about}") for r in _notebook()]
+    out += [(name, about) for name, (_, about) in PRESET_VARIANTS.items() if name != "full"]
+    for r in _added():
+        where = f" [plugin {r.origin.file or r.origin.module}]" if r.plugin else ""
+        if _takes_value(r.setting):
+            out.append((f"{r.name}[=VALUE]", f"full + {r.about} (default {_value_text(r.ablation[r.setting.name])})"
+                        + where))
+        else:
+            out.append((r.name, f"full + {r.about}{where}"))
+    keys = [s.name for r in _notebook() for s in r.settings if _takes_value(s)]
+    out.append(("SETTING=VALUE", f"full with one setting of a regularizer changed, e.g. augment=rrc ({', '.join(keys)}"
+                                 ", or an added regularizer's setting)"))
     return out
 
 
 def variant_names() -> list[str]:
-    return list(NOTEBOOK_VARIANTS) + list(ADDED_REGULARIZERS)
+    return ["full", *(f"no-{r.name}" for r in _notebook()), "none", "basic", *(r.name for r in _added())]
+
+
+def _setting_named(name: str) -> tuple[Regularizer, Setting] | None:
+    """The regularizer setting a variant's NAME=VALUE sets: a setting's config key, or an added regularizer's name
+    (its one setting: weight-decay=0.1 is weight_decay=0.1)."""
+    for r in regularizers.list_regularizers():
+        for s in r.settings:
+            if s.name == name:
+                return r, s
+        if r.name == name and not r.notebook and len(r.settings) == 1:
+            return r, r.setting
+    return None
+
+
+def _parse_value(spec: str, reg: Regularizer, s: Setting, text: str):
+    try:
+        if s.type is float:
+            return float(text)
+        if s.type is int:
+            return int(text)
+    except ValueError:
+        raise UserError(f"invalid value in variant {spec!r}; give {'a number' if s.type is float else 'an integer'}, "
+                        f"e.g. {spec.partition('=')[0]}={reg.ablation.get(s.name, 1)}") from None
+    if s.choices is not None and text not in s.choices:
+        raise UserError(f"invalid value in variant {spec!r}; choose one of {', '.join(s.choices)}")
+    return text
 
 
 def variant_overrides(spec: str) -> tuple[str, dict]:
     """'no-dropout' -> ('no-dropout', {...}); 'mixup=0.4' -> ('mixup-0.4', {model: regularized, mixup: 0.4})."""
     name, has_value, value = (part.strip() for part in spec.partition("="))
-    if name in NOTEBOOK_VARIANTS:
+    removed = {f"no-{r.name}": r for r in _notebook()}
+    if name in PRESET_VARIANTS or name in removed:
         if has_value:
             raise UserError(f"variant {name!r} takes no value (got {spec!r}); see reglab ablate --list-variants")
-        return name, dict(NOTEBOOK_VARIANTS[name][0])
-    if name in ADDED_REGULARIZERS:
-        fieldname, default, _ = ADDED_REGULARIZERS[name]
-        if not has_value:
-            return name, {"model": "regularized", fieldname: default}
-        if _switch(default):
+        if name in PRESET_VARIANTS:
+            return name, dict(PRESET_VARIANTS[name][0])
+        return name, {**FULL, **removed[name].off()}
+    added = {r.name: r for r in _added()}
+    if name in added and not has_value:
+        return name, {**FULL, **added[name].ablation}
+    found = _setting_named(name) if has_value else None
+    if found is None:
+        if name in added:
             raise UserError(f"variant {name!r} is on or off and takes no value (got {spec!r}); list it to add it")
-        try:
-            v = float(value)
-        except ValueError:
-            raise UserError(f"invalid value in variant {spec!r}; give a number, e.g. {name}={default}") from None
-        if v <= 0:
-            raise UserError(f"variant {spec!r} would not add {name} (its value must be > 0); leave it out, or use "
-                            f"`full` for the model without it")
-        return f"{name}-{value}", {"model": "regularized", fieldname: v}
-    raise UserError(f"unknown variant {spec!r}; choose from {', '.join(variant_names())} (added regularizers take "
-                    "name=value; see reglab ablate --list-variants)")
+        raise UserError(f"unknown variant {spec!r}; choose from {', '.join(variant_names())} (added regularizers "
+                        "take name=value, and a regularizer's setting SETTING=VALUE; see reglab ablate "
+                        "--list-variants)")
+    reg, s = found
+    if not _takes_value(s):
+        hint = f"full has it and no-{reg.name} removes it" if reg.notebook else "list it to add it"
+        raise UserError(f"variant {name!r} is on or off and takes no value (got {spec!r}); {hint}")
+    v = _parse_value(spec, reg, s, value)
+    if not reg.notebook and s.adds(v) is not None:
+        raise UserError(f"variant {spec!r} would not add {reg.name} ({s.adds(v)}); leave it out, or use `full` for "
+                        "the model without it")
+    label = reg.name if not reg.notebook and len(reg.settings) == 1 else s.name
+    return f"{label}-{value}", {**FULL, s.name: v}
 
 
 def parse_variants(specs: list[str] | str | None) -> dict[str, dict]:
-    """--variants as given (a comma-separated string or a list; None: DEFAULT_ABLATION) -> {name: config values}."""
-    given = DEFAULT_ABLATION if specs is None else specs.split(",") if isinstance(specs, str) else specs
+    """--variants as given (a comma-separated string or a list; None: default_ablation()) -> {name: config values}."""
+    given = default_ablation() if specs is None else specs.split(",") if isinstance(specs, str) else specs
     specs = [s for s in given if s.strip()]
     if not specs:
         raise UserError("--variants names no variant; list at least one (see reglab ablate --list-variants)")
