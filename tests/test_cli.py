@@ -95,6 +95,34 @@ def test_list_variants_says_what_each_changes():
     assert "without dropout" in lines["no-dropout"] and "label smoothing" in lines["smoothing[=VALUE]"]
 
 
+@pytest.mark.parametrize("variants,first,second", [("full,mixup=0.2,mixup=0.20", "mixup-0.2", "mixup-0.20"),
+                                                    ("full,dropout=0.25", "full", "dropout-0.25")])
+def test_two_variants_of_one_configuration_are_refused(tmp_path, capfd, variants, first, second):
+    """Issue 23 item 4: `mixup=0.2,mixup=0.20` trained the same configuration twice under two names."""
+    out = tmp_path / "study"
+    rc = main(["ablate", "--data", str(make_tree(tmp_path / "data")), "--out", str(out), "--variants", variants,
+               "--epochs", "1", "--image-size", "16", "--device", "cpu"])
+    one_line_error(capfd, rc, f"variants '{first}' and '{second}' train the same configuration")
+    assert not out.exists()
+
+
+def test_compare_refuses_a_config_that_makes_basic_the_regularized_network(tmp_path, capfd):
+    """Issue 23 item 2: a regularized run's config.yaml as --config set every architecture key, so `basic` trained
+    the regularized network under its name. Now the conflict is one line, before anything is written."""
+    import yaml
+
+    from reglab.config import resolve
+
+    written = resolve({"model": "regularized"}).to_dict()  # what a regularized run's config.yaml holds
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump({k: v for k, v in written.items() if k not in ("data", "device")}))
+    out = tmp_path / "study"
+    rc = main(["compare", "--config", str(conf), "--data", str(make_tree(tmp_path / "data")), "--out", str(out),
+               "--epochs", "1", "--image-size", "16", "--device", "cpu"])
+    one_line_error(capfd, rc, "variants 'basic' and 'regularized' train the same configuration")
+    assert not out.exists()
+
+
 def test_the_cli_only_parses_and_calls_the_api():
     """One front door: the CLI imports the API and parsing helpers, never the modules that do the work."""
     import ast

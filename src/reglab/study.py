@@ -59,7 +59,20 @@ def plan(settings: dict, variants: dict[str, dict], seeds: list[int], out: Path)
                             "seed": seed})
             cfg = cfg.replace(**{k: v for k, v in overrides.items() if k != "model"})
             jobs.append(Job(variant, cfg, out / variant / f"seed-{seed}"))
+    refuse_twins([j for j in jobs if j.cfg.seed == seeds[0]])
     return jobs
+
+
+def refuse_twins(jobs: list[Job]) -> None:
+    """Two variants that resolve to one configuration (mixup=0.2 and mixup=0.20; full and dropout=0.25) would train
+    it twice under two names and compare it with itself: refused, naming both. The preset's name is no difference:
+    the network is built from the settings it resolves to."""
+    for i, job in enumerate(jobs):
+        twin = next((other for other in jobs[:i] if not job.cfg.differences(other.cfg, ignore=("model",))), None)
+        if twin is not None:
+            raise UserError(f"variants {twin.variant!r} and {job.variant!r} train the same configuration (the "
+                            "settings given leave nothing that tells them apart); list one of them, or leave out the "
+                            "settings (--config, flags) that make them equal")
 
 
 def job_state(job: Job) -> JobState:
