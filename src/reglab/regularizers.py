@@ -311,6 +311,14 @@ def plugin_settings() -> dict[str, Setting]:
     return {s.name: s for r in _REGISTRY.values() if r.plugin for s in r.settings}
 
 
+def check_plugins_loaded(cfg, where) -> None:
+    """A config (Config) that sets a plugin's setting trains only where that plugin is registered: one line if not."""
+    unloaded = sorted(set(cfg.plugin_settings) - set(plugin_settings()))
+    if unloaded:
+        raise UserError(f"{where} sets {', '.join(unloaded)}, a setting of a regularizer plugin that is not loaded "
+                        "here; load it with --plugin MODULE (or install its package) to train it")
+
+
 def owner(setting_name: str) -> Regularizer | None:
     """The regularizer that reads a setting."""
     return next((r for r in _REGISTRY.values() if any(s.name == setting_name for s in r.settings)), None)

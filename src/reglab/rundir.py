@@ -37,7 +37,7 @@ from typing import Literal, get_args
 import numpy as np
 import yaml
 
-from . import atomic
+from . import atomic, regularizers
 from .config import Config, dump_yaml
 from .errors import UserError
 
@@ -192,6 +192,12 @@ class PluginInfo:
             raise Damaged(f"plugins holds {_short(d)}, not a plugin's name and module")
         return cls(name=d["name"], module=d["module"], file=_typed(d, "file", str), sha256=_typed(d, "sha256", str),
                    distribution=_typed(d, "distribution", str), version=_typed(d, "version", str))
+
+
+def plugins_used(cfg: Config) -> list[PluginInfo]:
+    """What summary.json records of each plugin regularizer active under `cfg` (regularizers.Origin)."""
+    return [PluginInfo(name=r.name, **asdict(r.origin)) for r in regularizers.list_regularizers()
+            if r.plugin and r.active(cfg)]
 
 
 @dataclass

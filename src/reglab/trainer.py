@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +116,7 @@ class Trainer:
     def __init__(self, jobs: list[TrainJob], data: Data, device: torch.device, quiet: bool = False,
                  verbose: bool = False):
         base = jobs[0].cfg
-        unloaded = sorted(set(base.plugin_settings) - set(regularizers.plugin_settings()))
-        if unloaded:
-            raise UserError(f"{jobs[0].out} sets {', '.join(unloaded)}, a setting of a regularizer plugin that is not "
-                            "loaded here; load it with --plugin MODULE (or install its package) to train it")
+        regularizers.check_plugins_loaded(base, jobs[0].out)
         for job in jobs[1:]:
             differ = job.cfg.differences(base, ignore={"seed", "epochs"})
             if differ:
@@ -347,7 +344,6 @@ class Trainer:
             wall_seconds=m.wall_before + (time.time() - self.t0), train_seconds=m.train_seconds,
             train_images_per_second=m.images_seen / m.train_seconds if m.train_seconds else None,
             regularizers=cfg.regularizers(),
-            plugins=[rundir.PluginInfo(name=r.name, **asdict(r.origin)) for r in regularizers.list_regularizers()
-                     if r.plugin and r.active(cfg)],
+            plugins=rundir.plugins_used(cfg),
             provenance=rundir.Provenance(started=m.started, ended=utc_now() if status != "running" else None,
                                          command=command_line(), **self.env))
