@@ -55,24 +55,21 @@ def config_flags() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ value types
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _int_at_least(lowest: int, words: str):
+    """An argparse type: an integer >= lowest, else argparse's one-line error naming `words`."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = lowest - 1
+        if v < lowest:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
+        return v
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number (0 or more), got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number (0 or more), got {text!r}")
-    return v
+_positive_int = _int_at_least(1, "a positive integer")
+_count = _int_at_least(0, "a number (0 or more)")
 
 
 def _seed(text: str) -> int:

@@ -17,11 +17,7 @@ import stat
 from pathlib import Path
 
 from .errors import UserError
-
-
-def show(path: str | Path) -> str:
-    """The path as one printable string (undecodable bytes in a name become \\x escapes)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+from .text import show
 
 
 def _kind(mode: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import unicodedata
 
@@ -28,3 +29,8 @@ def say(line) -> None:
     """One line on stderr (an error, a warning, a skipped file), made visible: whatever a path or name holds, it
     stays one line and never drives the terminal."""
     print(visible(line), file=sys.stderr, flush=True)
+
+
+def show(path: str | os.PathLike) -> str:
+    """A path printable on any terminal: undecodable bytes in file names become \\x escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import UserError
+from ..text import show
 
 SPLITS = ("train", "val")
 
@@ -25,11 +26,6 @@ SPLITS = ("train", "val")
 def image_extensions() -> frozenset[str]:
     Image.init()
     return frozenset(ext.lower() for ext in Image.registered_extensions())
-
-
-def show(path: str | os.PathLike) -> str:
-    """A path printable on any terminal: undecodable bytes in file names become \\x escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)

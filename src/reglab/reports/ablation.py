@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import analysis, common, facts, provenance, sections
 from .analysis import Analysis, seed_summary
-from .common import COUNT, PCT, PP
+from .common import COUNT, INTERVAL_NOTE, PCT, PP
 from .document import Document, code, esc
 from .facts import Study
 from .report import Report, render
@@ -65,8 +65,7 @@ def _tables(doc: Document, study: Study, an: Analysis) -> None:
     rows = ablation_rows(study, an)
     doc.table(list(rows[0]), [list(r.values()) for r in rows], id="ablation",
               note="Sorted by mean headline accuracy: a description, not a ranking the data establish (the verdicts "
-                   "are). Headline and gap: over the seeds that learned, the variant's 95% interval (seeds and val "
-                   "images sampled), or with one seed an interval for that one network; running training accuracy "
+                   f"are). {INTERVAL_NOTE}; running training accuracy "
                    "and epochs: two seeds as both values, three or more as mean [95% Student t interval over the "
                    "learned seeds]; clipped to the possible range. Failed or at chance: of the runs that finished or "
                    "failed, with its exact interval. Generalization gap = clean training accuracy minus the headline "

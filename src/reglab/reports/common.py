@@ -108,3 +108,8 @@ def _num(v) -> float:
     except (TypeError, ValueError):
         return NAN
     return f if math.isfinite(f) else NAN
+
+
+# what a study table's headline and gap cells are, in the words of every report that shows them
+INTERVAL_NOTE = ("Headline and gap: over the seeds that learned, the variant's 95% interval (seeds and val images "
+                 "sampled), or with one seed an interval for that one network")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import analysis, common, facts, provenance, sections
 from .analysis import Analysis, seed_summary
-from .common import PCT, fmt_int
+from .common import INTERVAL_NOTE, PCT, fmt_int
 from .document import Document, code, esc
 from .facts import Study, Variant
 from .report import Report, render
@@ -99,9 +99,8 @@ def key_differences(doc: Document, study: Study, an: Analysis) -> None:
     doc.table(list(rows[0]), [list(r.values()) for r in rows], id="key-differences",
               note="Headline = restored-best weights evaluated on val/. Generalization gap = clean training accuracy "
                    "(restored-best weights, eval mode, un-augmented training images) minus the headline accuracy. "
-                   "Headline and gap: over the seeds that learned, the variant's 95% interval (seeds and val images "
-                   "sampled), or with one seed an interval for that one network. Other rows: one seed as is, two as "
-                   "both values, three or more as mean [95% Student t interval over the learned seeds]. Failed or "
+                   f"{INTERVAL_NOTE}. Other rows: one seed as is, two as both values, three or more as mean [95% "
+                   "Student t interval over the learned seeds]. Failed or "
                    "at chance: of the runs that finished or failed, with its exact (Clopper-Pearson) interval.")
 
 
