@@ -29,6 +29,7 @@ from .callbacks import EarlyStopping, ReduceLROnPlateau
 from .config import Config
 from .errors import UserError
 from .models import build_model
+from .readfile import damaged, read_own_bytes, regular_file_error
 from .rundir import METRIC_COLUMNS
 
 CKPT_FORMAT = 2  # 2 (reglab 0.2): a cohort member's own slice; the optimizer state is optim.PackedOptimizer's
@@ -42,13 +43,21 @@ def save_weights(path: Path, state_dict: dict) -> None:
     atomic.write_bytes(path, st_save(tensors, metadata={"reglab_version": __version__}))
 
 
+# the bound of a checkpoint read back: far above the largest network reglab builds (with its optimizer state)
+CHECKPOINT_BYTES = 8 << 30
+WEIGHTS_TODO = "retrain or restore it from a backup"
+CHECKPOINT_TODO = "delete it and train again"
+
+
 def load_weights(path: Path) -> dict:
     try:
-        return st_load(Path(path).read_bytes())
+        data = read_own_bytes(path, CHECKPOINT_BYTES, WEIGHTS_TODO)
     except FileNotFoundError:
         raise UserError(f"weights file {path} not found") from None
+    try:
+        return st_load(data)
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"weights file {path} is corrupt ({e}); retrain or restore it from a backup") from None
+        raise damaged(path, f"not safetensors: {e}", WEIGHTS_TODO) from None
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -59,9 +68,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"no checkpoint at {path}; there is nothing to resume (train without --resume)")
-    if not zipfile.is_zipfile(path):
+    try:
+        data = read_own_bytes(path, CHECKPOINT_BYTES, CHECKPOINT_TODO)
+    except FileNotFoundError:
+        raise UserError(f"no checkpoint at {path}; there is nothing to resume (train without --resume)") from None
+    if not zipfile.is_zipfile(io.BytesIO(data)):
         # torch.save always writes a zip archive; anything else (truncated, random bytes, a bare pickle) is
         # refused before any unpickler sees it
         raise UserError(
@@ -69,7 +80,7 @@ def load_checkpoint(path: Path) -> dict:
             "delete it and train again"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UserError(
             f"refusing to load {path}: it holds more than tensors and plain containers, so it is damaged or "
@@ -92,6 +103,19 @@ def load_checkpoint(path: Path) -> dict:
             "delete it and train again"
         )
     return state
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The last finished epoch a last.ckpt holds, read without loading its tensors (mmap); None when it is not a
+    regular file or unreadable (a resume then names the problem through load_checkpoint)."""
+    if regular_file_error(path) is not None:
+        return None  # mmap of a FIFO would wait for a writer
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError,
+            zipfile.BadZipFile):
+        return None
 
 
 def _unpickling_reason(e: Exception) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import pickle
 import re
 import signal
 import socket
@@ -40,9 +39,11 @@ import torch
 
 from . import lock, plugins, run, rundir
 from .config import Config
+from .checkpoint import checkpoint_epoch
 from .data import Data, DataFiles, find_data
 from .data.identity import describe_change
 from .errors import UserError
+from .readfile import read_own_text
 from .rundir import Summary
 from .text import say
 
@@ -177,18 +178,9 @@ class Retry:
 
 def _retry(unit: Unit, node: str, reason: str, attempt: int, retries: int) -> Retry:
     again = unit.continued()
-    after = {j.run_dir: _checkpoint_epoch(j.run_dir / "last.ckpt") if j.resume else None for j in again.jobs
+    after = {j.run_dir: checkpoint_epoch(j.run_dir / "last.ckpt") if j.resume else None for j in again.jobs
              if not rundir.is_finished(j.run_dir)}
     return Retry(again, node, reason, attempt, retries, after)
-
-
-def _checkpoint_epoch(path: Path) -> int | None:
-    """The last finished epoch a last.ckpt holds, read without loading its tensors (mmap); None if unreadable
-    (the resume then names the problem)."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -205,10 +197,12 @@ class Shared:
     def check(self, node: str) -> DataFiles:
         """The data files as this node sees them, or UserError naming the node and the path it cannot see."""
         try:
-            seen = self.nonce in self.marker.read_text()
+            seen = self.nonce in read_own_text(self.marker, rundir.TEXT_BYTES, "")
             why = "" if seen else f"its {self.marker} is not the one the driver just wrote"
-        except OSError as e:
-            why = f"{self.marker}: {e.strerror or e}"
+        except FileNotFoundError:
+            why = f"{self.marker}: no such file"
+        except UserError as e:  # not a regular file, or unreadable: the reason, without the empty what-to-do
+            why = str(e).removesuffix("; ")
         if why:
             raise UserError(f"node {node} cannot see the study folder {self.marker.parent} as the driver does "
                             f"({why}); put --out on a filesystem every node mounts at the same path (README: "

@@ -12,10 +12,12 @@ import contextlib
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 
 from .errors import UserError
 from .provenance import command_line
+from .readfile import damaged, read_own_text
 
 NAME = ".reglab.lock"
 
@@ -25,12 +27,23 @@ except ImportError:  # Windows: no advisory locks; reglab runs there without thi
     fcntl = None
 
 
+INFO_BYTES = 64 << 10  # host, PID and command line
+
+
 def _holder(path: Path) -> str:
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(read_own_text(path, INFO_BYTES, ""))
         return f"PID {info['pid']} on {info['host']}: {info['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, UserError):
         return "another process"
+
+
+def _check_lock_file(fd: int, path: Path) -> None:
+    """A FIFO or a device in the lock's place is no lock reglab made (and could not hold the holder's name)."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise damaged(path, "it is not a regular file", "delete it; reglab makes it again")
 
 
 def check_free(folder: Path, what: str) -> None:
@@ -39,9 +52,10 @@ def check_free(folder: Path, what: str) -> None:
     if fcntl is None or not path.exists():
         return
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not wait for a writer
     except OSError:
         return
+    _check_lock_file(fd, path)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -63,7 +77,13 @@ def hold(folder: Path, what: str = "folder"):
     except OSError as e:
         raise UserError(f"{what} {folder} cannot be created ({e.strerror or e}); choose another folder") from None
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        except OSError as e:  # a folder in its place, a read-only lock file
+            if not os.path.lexists(path):
+                raise
+            raise damaged(path, f"cannot be opened: {e.strerror or e}", "delete it; reglab makes it again") from None
+        _check_lock_file(fd, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

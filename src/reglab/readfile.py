@@ -8,6 +8,12 @@ reader until somebody writes to it, a device such as /dev/zero, which never ends
 kind can be. The file is opened without blocking, checked to be a regular file on the open descriptor (no race
 with a rename between the check and the read), and read to at most `limit` bytes: every such case is one line.
 `regular_file_error(path)` is the same check for readers that open the file themselves (Pillow).
+
+Files reglab wrote itself (a run's config.yaml, summary.json, a checkpoint, study.json) are input too when read
+back: a folder can be damaged, edited, copied or half-written. `read_own_bytes` / `read_own_text` are the same
+reads for them, and every damage is the one line `damaged(path, what, todo)` makes: `{path} is damaged ({what});
+{todo}`, where `todo` is what the file's own reader knows to do about it. An absent file is FileNotFoundError:
+whether absence is damage is the caller's to say.
 """
 
 from __future__ import annotations
@@ -76,3 +82,41 @@ def read_text(path: str | Path, limit: int, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{what} {show(path)} is not UTF-8 text (byte {e.start}); give a text file") from None
+
+
+def damaged(path: str | Path, what: str, todo: str) -> UserError:
+    """The one refusal of a file reglab wrote that is not what it wrote."""
+    return UserError(f"{show(path)} is damaged ({what}); {todo}")
+
+
+def read_own_bytes(path: str | Path, limit: int, todo: str) -> bytes:
+    """A file reglab wrote, as read_bytes reads it; damage is `damaged(path, ...)`, absence FileNotFoundError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise damaged(path, f"cannot be read: {e.strerror or e}", todo) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise damaged(path, f"it is {_kind(st.st_mode)}, not a file", todo)
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > limit:
+            raise damaged(path, f"{st.st_size:,} bytes, more than such a file can be ({limit:,})", todo)
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise damaged(path, f"cannot be read: {e.strerror or e}", todo) from None
+    if len(data) > limit:
+        raise damaged(path, f"it grew past {limit:,} bytes while being read", todo)
+    return data
+
+
+def read_own_text(path: str | Path, limit: int, todo: str) -> str:
+    """read_own_bytes, decoded as UTF-8."""
+    data = read_own_bytes(path, limit, todo)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise damaged(path, f"not UTF-8 text at byte {e.start}", todo) from None

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import atomic, lock, rundir
 from .checkpoint import load_checkpoint
@@ -29,11 +28,10 @@ from .trainer import Interrupted, Trainer, TrainJob  # noqa: F401  (Interrupted:
 
 def _check_same_run(out: Path, cfg: Config) -> None:
     """A last.ckpt copied in from another run must not silently continue as that run's model."""
-    try:
-        written = yaml.safe_load((out / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    written = rundir.read_config(out, "delete it to resume from last.ckpt alone, or train again with --overwrite")
+    if written is None:
         return  # no config.yaml yet (killed before writing it): the checkpoint is all we have
-    differ = cfg.differences(written if isinstance(written, dict) else {}, ignore={"epochs"})
+    differ = cfg.differences(written, ignore={"epochs"})
     if differ:
         k = differ[0]
         raise UserError(
@@ -80,11 +78,14 @@ def _resume_plan(out: Path, kind: str, changes: dict) -> tuple[Config, dict | No
             raise UserError(f"checkpoint {out / 'last.ckpt'} holds an incompatible config ({e})") from None
         _check_same_run(out, cfg)
     else:
+        todo = "train it again with --overwrite"
+        written = rundir.read_config(out, todo)
+        if written is None:
+            raise UserError(f"no checkpoint and no config.yaml in {out}; there is nothing to resume ({todo})")
         try:
-            cfg = from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-        except (OSError, yaml.YAMLError):
-            raise UserError(f"no checkpoint and no readable config.yaml in {out}; there is nothing to resume "
-                            "(train it again with --overwrite)") from None
+            cfg = from_dict(written)
+        except UserError as e:
+            raise UserError(f"{out / 'config.yaml'} is damaged ({e}); {todo}") from None
     current = cfg.to_dict()
     refused = cfg.differences(changes, ignore={"epochs"})
     if refused:

@@ -20,10 +20,16 @@ RUN_DIR/
 
 A study folder (compare, ablate) holds run folders at DIR/<variant>/seed-<seed>/ beside study.json, report.md,
 report.html and figures/.
+
+Every file here is read back through one reader per kind (read_config, read_summary, read_metrics,
+read_predictions, read_samples, read_study_file; checkpoint.py reads the checkpoints), built on readfile's
+read_own_*: bounded, regular files only, never blocking; any damage is the one line `{path} is damaged ({what});
+{what to do}`, in every command that reads the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -40,6 +46,7 @@ import yaml
 from . import atomic, regularizers
 from .config import Config, dump_yaml
 from .errors import UserError
+from .readfile import damaged, read_own_bytes, read_own_text
 
 # train_* are Keras's running values (training mode, augmentation on); val_* are measured on val/ and select_*
 # on the held-out selection split, at every epoch end, in eval mode. With --selection-split the selection split
@@ -413,20 +420,17 @@ def classify(path: str | os.PathLike) -> FolderKind:
         return "empty"
     if {"config.yaml", "summary.json", "last.ckpt"} & set(visible) and all(is_run_file(n) for n in visible):
         return "run"
-    study = path / "study.json"
-    if study.is_file():
+    beside = {"figures"}  # what a study holds beside its run folders
+    if "study.json" in visible:
         try:
-            meta = json.loads(study.read_text())
-            if isinstance(meta, dict) and meta.get("kind") in ("compare", "ablate", "train"):
-                return "study"
-        except (OSError, ValueError):
-            pass
-        return "foreign"
-    if "report.md" in visible or "report.html" in visible:
+            return "study" if read_study_file(path, "") is not None else "foreign"
+        except UserError:  # damaged: a study if its runs say so, and the study's own reader then names the damage
+            beside |= {"study.json", "report.md", "report.html"}
+    elif "report.md" in visible or "report.html" in visible:
         return "foreign"  # a report without the study.json that reglab writes beside it: not ours to replace
     for name in visible:
         sub = path / name
-        if name == "figures" and sub.is_dir():
+        if name in beside and (name != "figures" or sub.is_dir()):
             continue
         if not sub.is_dir() or sub.is_symlink():
             return "foreign"
@@ -489,40 +493,94 @@ class Run:
         return self.__dict__["_predictions"]
 
     def samples(self) -> dict[str, np.ndarray] | None:
-        """samples.npz's arrays (images, and the augmented draws where the run recorded them); None when absent."""
-        p = self.path / "samples.npz"
-        if not p.exists():
-            return None
+        """samples.npz's arrays (images, and the augmented draws where the run recorded them); None when absent
+        or damaged: only an illustration, a damaged one is left out of the figure."""
         try:
-            with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            return None  # only an illustration: a damaged one is left out of the figure
+            return read_arrays(self.path / "samples.npz")
+        except UserError:
+            return None
 
 
-def read_predictions(path: Path) -> dict | None:
-    if not path.exists():
+# ------------------------------------------------------------------------------------------ the readers
+
+RUN_TODO = "delete the run folder and train it again"
+TEXT_BYTES = 16 << 20  # config.yaml, summary.json, study.json: kilobytes as reglab writes them
+METRICS_BYTES = 64 << 20  # a line per epoch
+ARRAYS_BYTES = 8 << 30  # predictions.npz, samples.npz: val/ probabilities and a few images
+
+
+def _first_line(e: Exception) -> str:
+    text = str(getattr(e, "problem", None) or e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _json(path: Path, todo: str):
+    """The JSON value in `path` (FileNotFoundError when absent); damage is one line."""
+    text = read_own_text(path, TEXT_BYTES, todo)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # RecursionError: brackets nested thousands deep
+        raise damaged(path, f"not JSON: {_first_line(e)}", todo) from None
+
+
+def read_config(run_dir: str | Path, todo: str = RUN_TODO) -> dict | None:
+    """RUN_DIR/config.yaml as the mapping it holds, None when absent; damage is one line ending in `todo`."""
+    file = Path(run_dir) / "config.yaml"
+    try:
+        text = read_own_text(file, TEXT_BYTES, todo)
+    except FileNotFoundError:
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a truncated .npz is a bad zip
-        raise UserError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise damaged(file, f"not YAML: {_first_line(e)}", todo) from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise damaged(file, f"it holds {_short(data)}, not a mapping of settings", todo)
+    return data
+
+
+def read_arrays(path: Path, todo: str = RUN_TODO) -> dict[str, np.ndarray] | None:
+    """The arrays of an .npz reglab wrote (predictions.npz, samples.npz), None when absent; never a pickle."""
+    try:
+        data = read_own_bytes(path, ARRAYS_BYTES, todo)
+    except FileNotFoundError:
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:  # a truncated .npz is a bad zip
+        raise damaged(path, f"{type(e).__name__}: {_first_line(e)}", todo) from None
+
+
+def read_predictions(path: Path, todo: str = RUN_TODO) -> dict | None:
+    out = read_arrays(path, todo)
+    if out is None:
+        return None
     probs, labels = out.get("probs"), out.get("labels")
     if probs is None or labels is None or probs.ndim != 2 or labels.shape != (probs.shape[0],) \
+            or labels.dtype.kind not in "iu" or probs.dtype.kind != "f" \
             or (labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1])):
-        raise UserError(f"{path} is damaged (labels and probabilities missing or of inconsistent shapes)")
+        raise damaged(path, "labels and probabilities missing or of inconsistent shapes", todo)
     return out
 
 
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
+def read_metrics(path: Path, todo: str = RUN_TODO) -> list[dict]:
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{path} is damaged ({e})") from None
+        text = read_own_text(path, METRICS_BYTES, todo)
+    except FileNotFoundError:
+        return []
+    if text and not text.endswith("\n"):
+        raise damaged(path, "it ends in the middle of a line: truncated", todo)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as e:
+        raise damaged(path, str(e), todo) from None
+    if "epoch" not in (reader.fieldnames or ()):
+        raise damaged(path, "no header line", todo)
+    for n, row in enumerate(rows, start=2):
+        if None in row or None in row.values():  # more or fewer cells than the header has columns
+            raise damaged(path, f"line {n} has not one cell per column", todo)
     out = []
     for n, row in enumerate(rows, start=2):
         try:
@@ -535,33 +593,61 @@ def read_metrics(path: Path) -> list[dict]:
                     parsed[k] = float(text) if text not in (None, "") else None
             out.append(parsed)
         except (TypeError, ValueError):
-            raise UserError(f"{path} is damaged (line {n} is not a row of numbers)") from None
+            raise damaged(path, f"line {n} is not a row of numbers", todo) from None
     if [r["epoch"] for r in out] != list(range(1, len(out) + 1)):
-        raise UserError(f"{path} is damaged (its epochs are not 1, 2, 3, ...)")
+        raise damaged(path, "its epochs are not 1, 2, 3, ...", todo)
     return out
 
 
-def read_summary(path: Path) -> Summary:
+def read_summary(path: Path, todo: str = RUN_TODO) -> Summary:
     """RUN_DIR/summary.json as a Summary; UserError (one line: the file, what is wrong) when absent or damaged."""
     file = Path(path) / "summary.json"
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = _json(file, todo)
     except FileNotFoundError:
         raise UserError(f"{path} is not a run folder (no summary.json); train it first") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{file} is damaged ({type(e).__name__}: {e})") from None
     try:
         return Summary.from_json(data)
     except Damaged as e:
-        raise UserError(f"{file} is damaged ({e}); delete the run folder to train it again") from None
+        raise damaged(file, str(e), todo) from None
+
+
+STUDY_KINDS = ("compare", "ablate", "train")  # a new kind of study folder is added here
+
+
+def read_study_file(folder: str | Path, todo: str) -> dict | None:
+    """FOLDER/study.json (written by study.py) as a mapping whose fields have their types; None when
+    absent; damage is one line ending in `todo`."""
+    file = Path(folder) / "study.json"
+    data = None
+    try:
+        data = _json(file, todo)
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise damaged(file, f"it holds {_short(data)}, not a mapping", todo)
+    try:
+        if data.get("kind") not in STUDY_KINDS:
+            raise Damaged(f"kind is {_short(data.get('kind'))}, not one of {', '.join(STUDY_KINDS)}")
+        for key, kinds in (("variants", str), ("seeds", int)):
+            items = _typed(data, key, list, [])
+            if not all(isinstance(x, kinds) and not isinstance(x, bool) for x in items):
+                raise Damaged(f"{key} is {_short(items)}, not a list of {_kind_name(kinds)}s")
+        _typed(data, "wall_seconds", NUMBER, None, low=0.0)
+        _typed(data, "margin", NUMBER, None, low=0.0, high=1.0)
+        _typed(data, "pack", int, None, low=1)
+        _typed(data, "config", dict)
+        _typed(data, "retried", dict)
+    except Damaged as e:
+        raise damaged(file, str(e), todo) from None
+    return data
 
 
 def status(path: Path) -> str | None:
-    """The run's status from summary.json; None when there is none or it is unreadable."""
-    try:
-        return read_summary(Path(path)).status
-    except UserError:
+    """The run's status from summary.json; None when there is none; a damaged one is one line (read_summary)."""
+    if not os.path.lexists(Path(path) / "summary.json"):
         return None
+    return read_summary(Path(path)).status
 
 
 def is_finished(path: Path) -> bool:
@@ -572,14 +658,9 @@ def load_run(path: str | Path, check_predictions: bool = True) -> Run:
     """A run folder, checked: UserError naming the damaged file and why."""
     path = Path(path)
     summary = read_summary(path)
-    try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} is not a complete run folder (no config.yaml)") from None
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise UserError(f"{path / 'config.yaml'} is damaged ({type(e).__name__})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path / 'config.yaml'} is damaged (not a mapping)")
+    config = read_config(path)
+    if config is None:
+        raise UserError(f"{path} is not a complete run folder (no config.yaml); {RUN_TODO}")
     run = Run(path=path, config=config, summary=summary, metrics=read_metrics(path / "metrics.csv"))
     if summary.finished and check_predictions:
         run.predictions()
@@ -600,11 +681,8 @@ def scan_study(study_dir: str | Path) -> list[Run]:
             runs.append(load_run(folder))
         except UserError as e:
             cfg = {}
-            try:
-                cfg = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-            except (OSError, ValueError, yaml.YAMLError):
-                pass
-            cfg = cfg if isinstance(cfg, dict) else {}
+            with contextlib.suppress(UserError):
+                cfg = read_config(folder) or {}
             if not (folder / "summary.json").exists():  # killed before its first summary: not damaged
                 runs.append(Run(folder, cfg, Summary("running", variant=folder.parent.name)))
                 continue

@@ -17,8 +17,6 @@ interruption kept from starting included.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import secrets
 import signal
 import time
@@ -28,7 +26,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 
 from . import __version__, atomic, lock, rundir, signals, stats
 from .config import NON_RESULT_FIELDS, Config, from_dict
@@ -83,9 +80,7 @@ def job_state(job: Job) -> JobState:
     if kind != "run":
         raise UserError(f"{job.run_dir} is not a run folder (it holds {rundir.contents(job.run_dir)}); move it away "
                         "or choose another --out")
-    saved = {}
-    with contextlib.suppress(OSError, yaml.YAMLError):
-        saved = yaml.safe_load((job.run_dir / "config.yaml").read_text()) or {}
+    saved = rundir.read_config(job.run_dir, "delete that run folder to train it again") or {}
     wanted = job.cfg.to_dict()
     differ = job.cfg.differences(saved if isinstance(saved, dict) else {})
     if differ:
@@ -171,6 +166,7 @@ def check_out(out: Path, what: str = "study folder") -> None:
         raise UserError(f"--out {out} is not empty and is not a reglab study folder (it holds "
                         f"{rundir.contents(out)}); choose an empty or new folder")
     if kind == "study":
+        read_study(out)  # a damaged study.json is refused now, not after the runs
         lock.check_free(out, what)
 
 
@@ -189,12 +185,12 @@ def write_study(out: Path, kind: StudyKind, jobs: list[Job], seconds: float, mar
     })
 
 
+STUDY_TODO = "delete it: rerunning the study writes it again from its runs, which are kept"
+
+
 def read_study(out: Path) -> dict:
-    """study.json as written, or {} (absent or unreadable: it is rewritten from the plan)."""
-    previous = {}
-    with contextlib.suppress(OSError, ValueError):
-        previous = json.loads((out / "study.json").read_text())
-    return previous if isinstance(previous, dict) else {}
+    """study.json as written, or {} when absent (it is written from the plan); damage is one line."""
+    return rundir.read_study_file(out, STUDY_TODO) or {}
 
 
 def _retried_runs(out: Path, meta: dict) -> dict:
@@ -343,14 +339,9 @@ def write_seeds_plan(out: Path, cfg: Config, seeds: list[int], pack: int) -> Non
 def read_seeds_plan(folder: Path) -> tuple[Config, list[int], int] | None:
     """(config, seeds, cohort size) that `train --seeds` recorded in FOLDER/study.json; None for a folder
     written before plans were recorded."""
-    try:
-        meta = json.loads((folder / "study.json").read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{folder / 'study.json'} is damaged ({type(e).__name__}); it records which seeds to "
-                        "train: restore it, or train the seeds again into a new --out") from None
-    if not isinstance(meta, dict) or meta.get("kind") != "train":
+    meta = rundir.read_study_file(folder, "it records which seeds to train: restore it, or train the seeds again "
+                                          "into a new --out")
+    if meta is None or meta.get("kind") != "train":
         return None
     try:
         seeds = [int(s) for s in meta["seeds"]]

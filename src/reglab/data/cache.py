@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +27,8 @@ import numpy as np
 from .. import atomic, signals
 from ..errors import BadImageError, UserError
 from ..progress import progress
+from ..readfile import damaged, read_own_text, regular_file_error
+from ..text import say
 from .decode import DecodeError, decode_image
 from .folder import SplitFiles, show
 
@@ -137,6 +140,9 @@ def _sweep(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+META_BYTES = 64 << 20  # an entry's metadata lists its split's paths: a line per image
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -154,29 +160,55 @@ def _meta_digest(meta: dict) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+REBUILT = "the decode cache is rebuilt automatically"
+
+
+def _rebuilt(path: Path, why: str) -> None:
+    """A damaged cache entry is no error: one note line, and the split is decoded again."""
+    say(f"reglab: note: {damaged(path, why, REBUILT)}")
+
+
+def _discard(path: Path) -> None:
+    """Make way for a cache file: a folder or a link left in its place (a damaged cache) cannot be renamed over."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path) and not path.is_file():
+        path.unlink()
+
+
 def _load_entry(folder: Path, split: SplitFiles, size: int) -> DecodedSplit | None:
-    """The cached split, or None when the entry is missing, damaged or not this file list's. Labels and paths
-    come from the scan (which the key covers), never from the cache: an edited entry cannot relabel an image."""
+    """The cached split, or None when the entry is missing, damaged (said in a note) or of another format. Labels
+    and paths come from the scan (which the key covers), never from the cache: an edited entry cannot relabel an
+    image."""
     meta_path, data_path = folder / f"{split.name}.json", folder / f"{split.name}-images.u8"
     try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != CACHE_FORMAT or meta.get("meta_sha256") != _meta_digest(meta):
-            return None
+        meta = json.loads(read_own_text(meta_path, META_BYTES, REBUILT))
+    except FileNotFoundError:
+        return None
+    except UserError as e:  # not a regular file, too large, not UTF-8: the same line, as a note
+        return say(f"reglab: note: {e}")
+    except (ValueError, RecursionError) as e:
+        return _rebuilt(meta_path, f"not JSON: {e}")
+    try:
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+            return None  # another version's entry: replaced without a word
+        if meta.get("meta_sha256") != _meta_digest(meta):
+            return _rebuilt(meta_path, "its checksum does not match")
         paths = [f.path for f in split.files]
         skipped = {p: why for p, why in meta["skipped"]}
         kept = [i for i, p in enumerate(paths) if p not in skipped]
         n = meta["count"]
         wanted = (size, split.classes, len(kept), [paths[i] for i in kept])
         if (meta["size"], meta["classes"], n, meta["paths"]) != wanted:
-            return None
+            return _rebuilt(meta_path, "it describes other images")
         expected = n * size * size * 3
-        if data_path.stat().st_size != max(expected, size * size * 3):
-            return None
+        if regular_file_error(data_path) or data_path.stat().st_size != max(expected, size * size * 3):
+            return _rebuilt(data_path, "not the size its metadata says")
         raw = np.fromfile(data_path, dtype=np.uint8, count=expected)
         if raw.size != expected or _crc(raw) != meta["crc32"]:
-            return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+            return _rebuilt(data_path, "its pixels do not match their checksum")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return _rebuilt(meta_path, f"{type(e).__name__}: {e}")
     labels = np.array([split.files[i].label for i in kept], dtype=np.int64)
     return DecodedSplit(
         images=raw.reshape(n, size, size, 3), labels=labels, paths=[paths[i] for i in kept],
@@ -223,6 +255,7 @@ def decode_split(
             del all_images
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        _discard(data_path)
         os.replace(tmp_path, data_path)
     except OSError as e:
         raise atomic._os_error_to_user(e, data_path) from None
@@ -239,5 +272,6 @@ def decode_split(
     skipped = [(split.files[i].path, failures[i]) for i in sorted(failures)]
     meta = {"format": CACHE_FORMAT, "count": int(keep.size), "size": size, "crc32": _crc(images),
             "paths": paths, "skipped": skipped, "classes": split.classes}
+    _discard(folder / f"{split.name}.json")
     atomic.write_json(folder / f"{split.name}.json", {**meta, "meta_sha256": _meta_digest(meta)})
     return DecodedSplit(images=images, labels=labels, paths=paths, skipped=unreadable + skipped, from_cache=False)

@@ -11,7 +11,6 @@ learned (`Variant.learned`, `Variant.correctness()`), never over a sample with a
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stats
+from .. import rundir, stats
 from ..data.folder import scan
 from ..data.identity import describe_change, identity
 from ..errors import UserError
@@ -107,7 +106,8 @@ def run_facts(run: Run) -> RunFacts:
     ds = s.dataset
     try:
         pred = run.predictions()
-    except UserError:
+    except UserError as e:  # named once, here; the report then shows the run without its per-image results
+        warn(str(e))
         pred = None
     acc = _num(s.restored_val_accuracy)
     n = ds.val_size
@@ -336,15 +336,7 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
         found = f" (found {_status_counts(scanned)})" if scanned else \
             f" (expected {path}/<variant>/seed-<seed>/summary.json)"
         raise UserError(f"no finished runs under {path}{found}; run compare or ablate first")
-    meta = {}
-    if (path / "study.json").exists():
-        try:
-            meta = json.loads((path / "study.json").read_text())
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{path / 'study.json'} is damaged ({e}); delete it to render from the runs "
-                            "alone") from None
+    meta = rundir.read_study_file(path, "delete it to render from the runs alone") or {}
     by_variant: dict[str, list[Run]] = {}
     for run in scanned:
         by_variant.setdefault(run.variant, []).append(run)
