@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import signals
 from .errors import UserError
 
 
@@ -31,6 +32,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        signals.honour()  # a deferred signal stops the program before it commits an output, not after
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

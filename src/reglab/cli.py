@@ -608,7 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         with signals.handled():
-            return args.func(args)
+            code = args.func(args)
+            signals.honour()  # a signal deferred to the end, or swallowed on the way: the command did not finish
+            return code
     except UserError as e:
         say(f"reglab: {e}")
         return e.exit_code

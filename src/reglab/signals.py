@@ -1,9 +1,19 @@
 """Stopping cleanly on SIGINT, SIGTERM and SIGHUP, in every phase.
 
-Outside the training loop a signal raises `Stopped` where the program is: `finally` blocks and context managers
-run (temporary files are removed, worker pools terminated) and the CLI prints one line and exits 128 + the
-signal number. Inside `graceful()` (the training and evaluation loops) a first signal only sets `requested`,
-so the loop can stop at the next step boundary and say how to resume; a second signal raises at once.
+One mechanism: every signal is recorded in `requested` until the command ends, and is then either raised at
+once or deferred, and a deferred one is always honoured (`Stopped`) at the next edge of a phase: the entry and
+end of every `phase()`, `graceful()` and `held()` region, every atomic write before it commits (atomic.py), and
+the end of the command (cli.py). Nothing swallows a signal: one deferred, or caught by a library on its way up
+(an `except BaseException`, an import that falls back), is raised again at that next edge.
+
+- Outside any region a signal raises `Stopped` where the program is: `finally` blocks and context managers run
+  (temporary files are removed, worker pools terminated) and the CLI prints one line and exits 128 + the signal
+  number. Where raising would be swallowed or printed as a traceback (inside an import, where Python would also
+  leave a module half-imported, or a `__del__`), it is deferred instead.
+- Inside `graceful()` (the training and evaluation loops) a first signal only sets `requested`, so the loop can
+  stop at the next step boundary and say how to resume; a second signal raises at once.
+- Inside `held()` (writes that must finish together: a run's final files, an interrupted run's summaries, a
+  report's pages) every signal is deferred to the region's end.
 
 `phase(name)` names what the program is doing for that one line. For tests only, the environment variable
 REGLAB_TEST_PAUSE_AT=<name> makes the phase of that name wait (up to a minute) for a signal, so a test can
@@ -23,9 +33,11 @@ import time
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 PAUSE_ENV = "REGLAB_TEST_PAUSE_AT"
 
-requested = 0  # the signal number a graceful region has been asked to stop by (0: none)
+requested = 0  # the first signal this command received (0: none); loops check it to stop at a step boundary
 _pause_at = os.environ.get(PAUSE_ENV)
+_handled_depth = 0
 _graceful_depth = 0
+_held_depth = 0
 _phases: list[str] = []
 
 
@@ -36,7 +48,7 @@ class Stopped(BaseException):
     def __init__(self, signum: int, phase: str = ""):
         self.signum, self.phase = signum, phase
         self.exit_code = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}" + (f" while {phase}" if phase else ""))
+        super().__init__(f"stopped by {signal_name(signum)}" + (f" while {phase}" if phase else ""))
 
 
 def current_phase() -> str:
@@ -45,53 +57,98 @@ def current_phase() -> str:
 
 def _handle(signum, frame):
     global requested
-    if _graceful_depth and not requested:
-        requested = signum
-        return
+    first, requested = not requested, requested or signum
+    if _held_depth or (_graceful_depth and first) or _fragile(frame):
+        return  # deferred: honoured at the region's end or the next edge of a phase
     raise Stopped(signum, current_phase())
+
+
+def _fragile(frame) -> bool:
+    """Whether an exception raised here would be lost or printed as a traceback: inside an import (a library may
+    catch it as a failed optional import; the module would be left half-imported) or a finalizer."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def honour() -> None:
+    """Raise Stopped for a signal received and not yet acted on; inside graceful() or held(), whose end does it,
+    nothing."""
+    if requested and not (_graceful_depth or _held_depth):
+        raise Stopped(requested, current_phase())
 
 
 @contextlib.contextmanager
 def handled():
     """Install the handlers for the duration (main thread only; elsewhere, e.g. in a Ray worker thread, the
-    process's own handling stays)."""
+    process's own handling stays). The outermost one is a command: what it received is forgotten at its ends."""
+    global _handled_depth, requested
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     old = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:
         signal.signal(s, _handle)
+    _handled_depth += 1
+    requested = 0 if _handled_depth == 1 else requested
     try:
         yield
     finally:
+        _handled_depth -= 1
+        requested = 0 if _handled_depth == 0 else requested
         for s, h in old.items():
             signal.signal(s, h)
 
 
 @contextlib.contextmanager
 def graceful():
-    """Within: a first signal sets `requested` (check it between steps); a second one raises Stopped."""
-    global _graceful_depth, requested
+    """Within: a first signal sets `requested` (check it between steps); a second one raises Stopped. One that
+    arrived before, or after the loop's last check, is honoured at the edges."""
+    global _graceful_depth
     with handled():
+        honour()
         _graceful_depth += 1
-        if _graceful_depth == 1:
-            requested = 0
         try:
             yield
         finally:
             _graceful_depth -= 1
-            if _graceful_depth == 0:
-                requested = 0
+        honour()
+
+
+@contextlib.contextmanager
+def held(honour_at_end: bool = True):
+    """Within: every signal is deferred, so the writes inside finish together; it is honoured (Stopped) when the
+    region ends, unless the region ends by an exception, or `honour_at_end` is False (the writes that record a
+    stop already under way). Loops inside still see `requested` and stop early."""
+    global _held_depth
+    with handled():
+        _held_depth += 1
+        try:
+            yield
+        finally:
+            _held_depth -= 1
+        if honour_at_end:
+            honour()
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
 
 
 @contextlib.contextmanager
 def phase(name: str, key: str = ""):
-    """Name what the program is doing (for the one-line message when a signal stops it)."""
+    """Name what the program is doing (for the one-line message when a signal stops it); a deferred signal is
+    honoured as the phase begins and as it ends."""
+    honour()
     _phases.append(name)
     try:
         if key and _pause_at == key:
             _pause(key)
         yield
+        honour()
     finally:
         _phases.pop()
 

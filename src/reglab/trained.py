@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, rundir
+from . import atomic, rundir, signals
 from .checkpoint import check_compatible, load_weights
 from .config import Config, from_dict
 from .data import CLASS_NAMES
@@ -190,4 +190,5 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None) -> Path:
     meta = {"reglab_version": __version__, "run": str(run_dir), "model": run.config.model,
             "variant": run.summary.variant, "seed": run.config.seed,
             "restored_val_accuracy": run.summary.restored_val_accuracy, "class_folders": run.classes}
-    return export_model(run.model, run.image_size, run.class_names, fmt, out, metadata=meta)
+    with signals.phase(f"exporting {run_dir} to {out}", "export"):
+        return export_model(run.model, run.image_size, run.class_names, fmt, out, metadata=meta)

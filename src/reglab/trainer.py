@@ -17,7 +17,6 @@ rundir.RunWriter's, and the evaluations evaluate.py's.
 from __future__ import annotations
 
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ class Interrupted(UserError):
 
     def __init__(self, signum: int, epoch: int, out: Path):
         self.signum, self.epoch, self.out, self.exit_code = signum, epoch, out, 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name} after epoch {epoch}; "
+        super().__init__(f"interrupted by {signals.signal_name(signum)} after epoch {epoch}; "
                          f"resume with: reglab train --resume {out}")
 
 
@@ -147,8 +146,7 @@ class Trainer:
         for k, (job, m) in enumerate(zip(jobs, self.members)):
             if job.checkpoint is None:
                 continue
-            checkpoint.restore_member(m, k, job.checkpoint, job.out / "last.ckpt", self.cohort, self.optimizer,
-                                      self.gens)
+            checkpoint.restore_member(m, k, job.checkpoint, m.out / "last.ckpt", self.cohort, self.optimizer, self.gens)
             if m.failure or m.early.stopped or m.epoch >= m.cfg.epochs:  # (an extended run goes on)
                 self._stop(k)
             if not shared_done and job.checkpoint["epoch"] == latest:
@@ -172,9 +170,9 @@ class Trainer:
         """What `reglab train --resume` takes to continue: the run folder, or a cohort's parent folder."""
         return self.members[0].out if len(self.members) == 1 else self.members[0].out.parent.parent
 
-    def _stop_if_asked(self) -> None:
-        if signals.requested:
-            raise Interrupted(signals.requested, max(m.epoch for m in self.members), self._resume_target())
+    def _stop_if_asked(self, signum: int = 0) -> None:
+        if signum or signals.requested:
+            raise Interrupted(signum or signals.requested, max(m.epoch for m in self.members), self._resume_target())
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> list[rundir.Summary]:
@@ -192,10 +190,12 @@ class Trainer:
             with signals.graceful(), signals.phase(f"training {self._resume_target()}"):
                 self._epochs()
             return self.finish()
-        except UserError as e:  # an interruption, or a failure every member shares
-            stopped = isinstance(e, Interrupted)
-            for m in self.members:
-                m.writer.summary(self._summary(m, "interrupted" if stopped else "failed", None if stopped else str(e)))
+        except (UserError, signals.Stopped) as e:  # an interruption, or a failure every member shares
+            status, why = ("interrupted", None) if isinstance(e, (Interrupted, signals.Stopped)) else ("failed", str(e))
+            with signals.held(honour_at_end=False):  # a second signal must not leave them saying "running"
+                for m in self.members:
+                    m.writer.summary(self._summary(m, status, why))
+            self._stop_if_asked(e.signum if isinstance(e, signals.Stopped) else 0)  # as resumable as a first signal
             raise
         finally:
             for m in self.members:
@@ -306,11 +306,12 @@ class Trainer:
     # ---------------------------------------------------------------- results
     def finish(self) -> list[rundir.Summary]:
         """Every member restored to its best weights as an ordinary network, evaluated, written out."""
-        with signals.graceful():
+        with signals.held(honour_at_end=False):  # the final files are written together
             summaries = [self._finish_member(k) for k in range(len(self.members))]
-        for m, s in zip(self.members, summaries):
-            if s.finished and not m.cfg.keep_last:
-                (m.out / "last.ckpt").unlink(missing_ok=True)  # the optimizer state is only needed to continue
+            self._stop_if_asked()  # a signal during them stops the run resumable: every last.ckpt is still there
+            for m, s in zip(self.members, summaries):
+                if s.finished and not m.cfg.keep_last:
+                    (m.out / "last.ckpt").unlink(missing_ok=True)  # the optimizer state is only needed to continue
         return summaries
 
     def _finish_member(self, k: int) -> rundir.Summary:
@@ -343,7 +344,6 @@ class Trainer:
             # a cohort's members share the machine: each one's wall time is the cohort's
             wall_seconds=m.wall_before + (time.time() - self.t0), train_seconds=m.train_seconds,
             train_images_per_second=m.images_seen / m.train_seconds if m.train_seconds else None,
-            regularizers=cfg.regularizers(),
-            plugins=rundir.plugins_used(cfg),
+            regularizers=cfg.regularizers(), plugins=rundir.plugins_used(cfg),
             provenance=rundir.Provenance(started=m.started, ended=utc_now() if status != "running" else None,
                                          command=command_line(), **self.env))

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import atomic
+from .. import atomic, signals
 from ..text import visible
 
 # ------------------------------------------------------------------------------------------ escaping
@@ -275,9 +275,13 @@ def to_html(doc: Document, base_dir: Path) -> str:
 
 
 def write_document(doc: Document, folder: Path, stem: str = "report") -> tuple[Path, Path]:
-    """Write FOLDER/STEM.md and FOLDER/STEM.html atomically; figures must already exist under FOLDER."""
+    """Write FOLDER/STEM.md and FOLDER/STEM.html atomically, and as a pair: a signal before them stops both, one
+    between them waits for the second (signals.held); figures must already exist under FOLDER."""
     folder = Path(folder)
     md_path, html_path = folder / f"{stem}.md", folder / f"{stem}.html"
-    atomic.write_text(md_path, to_markdown(doc))
-    atomic.write_text(html_path, to_html(doc, folder))
+    md, page = to_markdown(doc), to_html(doc, folder)
+    signals.honour()
+    with signals.held():
+        atomic.write_text(md_path, md)
+        atomic.write_text(html_path, page)
     return md_path, html_path
