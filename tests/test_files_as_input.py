@@ -49,7 +49,7 @@ WRONG_TYPES = {  # a value of the wrong type where the reader expects its schema
     "summary.json": lambda p: _json_edit(p, "epochs_run", "three"),
     "metrics.csv": lambda p: p.read_bytes().replace(b"\n1,", b"\none,", 1),
     "predictions.npz": lambda p: _npz(labels=np.zeros(3, np.float32), probs=np.zeros((3, 2), np.float32)),
-    "last.ckpt": lambda p: _torch([1, 2, 3]),
+    "last.ckpt": lambda p: _ckpt_edit(p, "early", [1, 2, 3]),
     "best.safetensors": lambda p: b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1} ",
     "study.json": lambda p: _json_edit(p, "variants", 5),
 }
@@ -58,7 +58,7 @@ HUGE_VALUES = {  # a value no run can have
     "summary.json": lambda p: p.read_bytes().replace(b'"epochs_run": 1', b'"epochs_run": 1e999', 1),
     "metrics.csv": lambda p: p.read_bytes() + b"2" + b"9" * 5000 + b",1,1,1,1,,,0.1,1\n",
     "predictions.npz": lambda p: _npz(labels=np.array([5, 10 ** 9]), probs=np.zeros((2, 2), np.float32)),
-    "last.ckpt": lambda p: _torch({"format": 10 ** 12}),
+    "last.ckpt": lambda p: _ckpt_edit(p, "epoch", 10 ** 30),
     "best.safetensors": lambda p: b"\xff" * 8 + b"{}",
     "study.json": lambda p: _json_edit(p, "wall_seconds", -1e300),
 }
@@ -78,6 +78,12 @@ def _torch(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def _ckpt_edit(path: Path, key: str, value) -> bytes:
+    state = torch.load(path, weights_only=True)
+    state[key] = value
+    return _torch(state)
 
 
 def _sparse(path: Path, size: int) -> None:

@@ -38,6 +38,11 @@ RESUME_KEYS = ("config", "epoch", "step", "lr", "model", "optimizer", "early", "
                "train_seconds", "wall_seconds", "images_seen", "rng")
 
 
+# what a resume reads from them before restoring anything
+RESUME_TYPES = {"config": dict, "epoch": int, "step": int, "lr": (int, float), "model": dict, "optimizer": dict,
+                "early": dict, "plateau": dict, "rows": list, "rng": dict}
+
+
 def save_weights(path: Path, state_dict: dict) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     atomic.write_bytes(path, st_save(tensors, metadata={"reglab_version": __version__}))
@@ -86,7 +91,7 @@ def load_checkpoint(path: Path) -> dict:
             f"refusing to load {path}: it holds more than tensors and plain containers, so it is damaged or "
             f"crafted to run code when unpickled ({_unpickling_reason(e)}); delete it and train again"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, MemoryError) as e:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); delete it and train "
                         "again") from None
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
@@ -97,6 +102,12 @@ def load_checkpoint(path: Path) -> dict:
             "it cannot be resumed: train the run again (train --overwrite, or delete its folder in a study)"
         )
     missing = [k for k in RESUME_KEYS if k not in state]
+    wrong = [k for k, kind in RESUME_TYPES.items() if k in state and not isinstance(state[k], kind)]
+    if wrong or any(isinstance(state.get(k), bool) or state.get(k, 0) < 0 for k in ("epoch", "step")):
+        raise damaged(path, f"{', '.join(wrong) or 'epoch or step'} of the wrong type or out of range",
+                      CHECKPOINT_TODO)
+    if "rows" in state and state.get("epoch") != len(state["rows"]):  # a metrics row per finished epoch
+        raise damaged(path, f"epoch {state.get('epoch')} with {len(state['rows'])} rows of metrics", CHECKPOINT_TODO)
     if missing or not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
         raise UserError(
             f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'a valid config or model'}); "

@@ -548,7 +548,7 @@ def read_arrays(path: Path, todo: str = RUN_TODO) -> dict[str, np.ndarray] | Non
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:  # a truncated .npz is a bad zip
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, MemoryError) as e:  # truncated: a bad zip
         raise damaged(path, f"{type(e).__name__}: {_first_line(e)}", todo) from None
 
 
