@@ -9,7 +9,8 @@ the end of the command (cli.py). Nothing swallows a signal: one deferred, or cau
 - Outside any region a signal raises `Stopped` where the program is: `finally` blocks and context managers run
   (temporary files are removed, worker pools terminated) and the CLI prints one line and exits 128 + the signal
   number. Where raising would be swallowed or printed as a traceback (inside an import, where Python would also
-  leave a module half-imported, or a `__del__`), it is deferred instead.
+  leave a module half-imported, or a `__del__`), it is deferred instead, and sent again every REDELIVER_S until
+  it lands outside (or an edge honours it first).
 - Inside `graceful()` (the training and evaluation loops) a first signal only sets `requested`, so the loop can
   stop at the next step boundary and say how to resume; a second signal raises at once.
 - Inside `held()` (writes that must finish together: a run's final files, an interrupted run's summaries, a
@@ -32,12 +33,14 @@ import time
 
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 PAUSE_ENV = "REGLAB_TEST_PAUSE_AT"
+REDELIVER_S = 0.05  # how soon a signal that arrived inside an import is tried again
 
 requested = 0  # the first signal this command received (0: none); loops check it to stop at a step boundary
 _pause_at = os.environ.get(PAUSE_ENV)
 _handled_depth = 0
 _graceful_depth = 0
 _held_depth = 0
+_redelivering = 0  # the signal a helper thread is about to send again (0: none)
 _phases: list[str] = []
 
 
@@ -56,11 +59,30 @@ def current_phase() -> str:
 
 
 def _handle(signum, frame):
-    global requested
+    global requested, _redelivering
+    _redelivering = 0
     first, requested = not requested, requested or signum
-    if _held_depth or (_graceful_depth and first) or _fragile(frame):
-        return  # deferred: honoured at the region's end or the next edge of a phase
+    if _held_depth or (_graceful_depth and first):
+        return  # deferred: honoured at the region's end
+    if _fragile(frame):
+        _redeliver(signum)  # deferred until the import or finalizer is over, not until the next edge
+        return
     raise Stopped(signum, current_phase())
+
+
+def _redeliver(signum: int) -> None:
+    """Send the signal again shortly, from a helper thread, unless something honoured it meanwhile or the command
+    that received it is over."""
+    global _redelivering
+    _redelivering = signum
+
+    def again():
+        if _handled_depth and _redelivering == signum:
+            os.kill(os.getpid(), signum)
+
+    timer = threading.Timer(REDELIVER_S, again)
+    timer.daemon = True
+    timer.start()
 
 
 def _fragile(frame) -> bool:
@@ -77,7 +99,9 @@ def _fragile(frame) -> bool:
 def honour() -> None:
     """Raise Stopped for a signal received and not yet acted on; inside graceful() or held(), whose end does it,
     nothing."""
+    global _redelivering
     if requested and not (_graceful_depth or _held_depth):
+        _redelivering = 0
         raise Stopped(requested, current_phase())
 
 
@@ -85,7 +109,7 @@ def honour() -> None:
 def handled():
     """Install the handlers for the duration (main thread only; elsewhere, e.g. in a Ray worker thread, the
     process's own handling stays). The outermost one is a command: what it received is forgotten at its ends."""
-    global _handled_depth, requested
+    global _handled_depth, requested, _redelivering
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -99,6 +123,7 @@ def handled():
     finally:
         _handled_depth -= 1
         requested = 0 if _handled_depth == 0 else requested
+        _redelivering = 0 if _handled_depth == 0 else _redelivering
         for s, h in old.items():
             signal.signal(s, h)
 
