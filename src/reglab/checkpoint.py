@@ -62,7 +62,7 @@ def load_weights(path: Path) -> dict:
     try:
         return st_load(data)
     except (SafetensorError, OSError, ValueError) as e:
-        raise damaged(path, f"not safetensors: {e}", WEIGHTS_TODO) from None
+        raise UserError(f"weights file {path} is corrupt ({e}); {WEIGHTS_TODO}") from None
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

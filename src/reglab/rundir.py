@@ -634,7 +634,7 @@ def read_study_file(folder: str | Path, todo: str) -> dict | None:
             if not all(isinstance(x, kinds) and not isinstance(x, bool) for x in items):
                 raise Damaged(f"{key} is {_short(items)}, not a list of {_kind_name(kinds)}s")
         _typed(data, "wall_seconds", NUMBER, None, low=0.0)
-        _typed(data, "margin", NUMBER, None, low=0.0, high=1.0)
+        _typed(data, "margin", NUMBER, None, low=0.0)
         _typed(data, "pack", int, None, low=1)
         _typed(data, "config", dict)
         _typed(data, "retried", dict)

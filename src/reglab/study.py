@@ -82,7 +82,7 @@ def job_state(job: Job) -> JobState:
                         "or choose another --out")
     saved = rundir.read_config(job.run_dir, "delete that run folder to train it again") or {}
     wanted = job.cfg.to_dict()
-    differ = job.cfg.differences(saved if isinstance(saved, dict) else {})
+    differ = job.cfg.differences(saved)
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in differ[:3])
         raise UserError(
