@@ -81,7 +81,7 @@ def test_a_study_stops_at_a_signal_in_a_runs_final_writes_instead_of_going_on(da
 
     monkeypatch.setattr(rundir.RunWriter, "samples", samples)
     rc = main(["compare", "--data", str(data), "--seeds", "1", "--out", str(out), *FAST])
-    one_line_error(capfd, rc, "SIGTERM", "rerun the same command", code=143)
+    one_line_error(capfd, rc, "interrupted by SIGTERM", "finished runs are kept", "rerun the same command", code=143)
     summaries = sorted(out.glob("*/seed-*/summary.json"))
     assert [json.loads(p.read_text())["status"] for p in summaries] == ["interrupted"]  # the second never started
     assert not (out / "report.md").exists()

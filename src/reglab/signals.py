@@ -41,6 +41,7 @@ _handled_depth = 0
 _graceful_depth = 0
 _held_depth = 0
 _redelivering = 0  # the signal a helper thread is about to send again (0: none)
+_honoured = False  # the stop `requested` asks for is under way: an exception is unwinding for it
 _phases: list[str] = []
 
 
@@ -59,8 +60,8 @@ def current_phase() -> str:
 
 
 def _handle(signum, frame):
-    global requested, _redelivering
-    _redelivering = 0
+    global requested, _redelivering, _honoured
+    _redelivering, _honoured = 0, False  # a new signal is honoured even if an earlier one already is
     first, requested = not requested, requested or signum
     if _held_depth or (_graceful_depth and first):
         return  # deferred: honoured at the region's end
@@ -98,18 +99,26 @@ def _fragile(frame) -> bool:
 
 def honour() -> None:
     """Raise Stopped for a signal received and not yet acted on; inside graceful() or held(), whose end does it,
-    nothing."""
+    nothing; nor while the stop it asked for is already unwinding (its cleanup writes its files)."""
     global _redelivering
-    if requested and not (_graceful_depth or _held_depth):
+    if requested and not _honoured and not (_graceful_depth or _held_depth):
         _redelivering = 0
         raise Stopped(requested, current_phase())
+
+
+def _unwinding() -> None:
+    """An exception leaves a phase or a region while a signal is pending: that exception is the stop the signal
+    asked for, and the writes of the cleanup on its way (a study's study.json, a run's summary) are not stopped
+    again for it. One that a library swallowed instead leaves its phase normally, and is honoured there."""
+    global _honoured
+    _honoured = _honoured or bool(requested)
 
 
 @contextlib.contextmanager
 def handled():
     """Install the handlers for the duration (main thread only; elsewhere, e.g. in a Ray worker thread, the
     process's own handling stays). The outermost one is a command: what it received is forgotten at its ends."""
-    global _handled_depth, requested, _redelivering
+    global _handled_depth, requested, _redelivering, _honoured
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -124,6 +133,7 @@ def handled():
         _handled_depth -= 1
         requested = 0 if _handled_depth == 0 else requested
         _redelivering = 0 if _handled_depth == 0 else _redelivering
+        _honoured = False if _handled_depth == 0 else _honoured
         for s, h in old.items():
             signal.signal(s, h)
 
@@ -138,6 +148,9 @@ def graceful():
         _graceful_depth += 1
         try:
             yield
+        except BaseException:
+            _unwinding()
+            raise
         finally:
             _graceful_depth -= 1
         honour()
@@ -153,6 +166,9 @@ def held(honour_at_end: bool = True):
         _held_depth += 1
         try:
             yield
+        except BaseException:
+            _unwinding()
+            raise
         finally:
             _held_depth -= 1
         if honour_at_end:
@@ -174,6 +190,9 @@ def phase(name: str, key: str = ""):
             _pause(key)
         yield
         honour()
+    except BaseException:
+        _unwinding()
+        raise
     finally:
         _phases.pop()
 
