@@ -70,6 +70,20 @@ def test_a_signal_while_a_run_writes_its_final_files_leaves_it_resumable(data, t
     assert status(run) == "finished" and not (run / "last.ckpt").exists()
 
 
+def test_a_signal_as_a_run_starts_writing_its_folder_leaves_it_resumable(data, tmp_path, capfd, monkeypatch,
+                                                                       no_curve_plots):
+    """Between the first summary.json (status running) and the training loop: never left saying running."""
+    run = tmp_path / "run"
+    signal_inside(monkeypatch, "reglab.trainer", "RunLog")
+    rc = train(data, run)
+    one_line_error(capfd, rc, "interrupted by SIGINT", f"resume with: reglab train --resume {run}", code=130)
+    assert status(run) == "interrupted"
+    monkeypatch.undo()
+    monkeypatch.setattr("reglab.curves.plot_curves", lambda *a, **k: None)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert status(run) == "finished"
+
+
 def test_a_study_stops_at_a_signal_in_a_runs_final_writes_instead_of_going_on(data, tmp_path, capfd, monkeypatch,
                                                                               no_curve_plots):
     out = tmp_path / "study"

@@ -178,11 +178,11 @@ class Trainer:
     def fit(self) -> list[rundir.Summary]:
         """Train until every member has stopped, then restore, evaluate and write out each: their summaries."""
         self.t0 = time.time()
-        for m in self.members:
-            m.writer.config(m.cfg)
-            m.writer.summary(self._summary(m, "running"))
-            m.log = RunLog(m.out, self.quiet, self.verbose, first_epoch=m.epoch)
-        try:
+        try:  # from the first write on: a signal at any point leaves every member's summary saying interrupted
+            for m in self.members:
+                m.writer.config(m.cfg)
+                m.writer.summary(self._summary(m, "running"))
+                m.log = RunLog(m.out, self.quiet, self.verbose, first_epoch=m.epoch)
             for k, m in enumerate(self.members):
                 if m.epoch == 0 and not m.done:
                     checkpoint.save_checkpoint(m.out / "last.ckpt", self._state(k))  # an epoch-1 interrupt resumes
