@@ -217,3 +217,13 @@ def test_a_damaged_predictions_file_is_named_in_the_report_and_on_stderr(made, t
     assert rc == 0 and "Traceback" not in out + err, err
     lines = [line for line in err.splitlines() if "predictions.npz" in line]
     assert len(lines) == 1 and "is damaged" in lines[0], err
+
+
+def test_an_exported_models_metadata_nested_past_the_parser_is_one_line(tmp_path):
+    """The metadata reglab export writes into a model file is read back by `read_metadata` (and `predict` on the
+    export): JSON nested deeper than Python's parser recurses is the same one-line refusal, not a RecursionError."""
+    from reglab.errors import UserError
+    from reglab.exported import _parse
+
+    with pytest.raises(UserError, match="not a JSON object"):
+        _parse("[" * 100_000, tmp_path / "model.onnx")

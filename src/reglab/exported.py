@@ -248,7 +248,7 @@ def _read_onnx_metadata(path: Path) -> dict:
 def _parse(raw: bytes | str, path: Path) -> dict:
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: brackets nested thousands deep
         doc = None
     if not isinstance(doc, dict):
         raise UserError(f"the reglab metadata in {path} is not a JSON object; re-export the run")
