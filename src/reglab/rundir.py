@@ -417,7 +417,7 @@ def classify(path: str | os.PathLike) -> FolderKind:
     if study.is_file():
         try:
             meta = json.loads(study.read_text())
-            if isinstance(meta, dict) and meta.get("kind") in ("compare", "ablate", "train"):
+            if isinstance(meta, dict) and meta.get("kind") in ("compare", "ablate", "sweep", "train"):
                 return "study"
         except (OSError, ValueError):
             pass

@@ -271,6 +271,12 @@ def analyze(study: Study, reference: str, margin: float = stats.DEFAULT_MARGIN, 
     return Analysis(reference, margin, m, level, comps["accuracy"], comps["gap"], power)
 
 
+def compare(V: Variant, R: Variant, metric: str, level: float, margin: float, power: float = POWER) -> Comparison:
+    """`V` minus `R` on `metric` at the per-comparison confidence `level` of a family the caller defines (the sweep
+    report's: every pair of doses), worded and planned as every comparison here."""
+    return _compare(V, R, metric, level, margin, power)
+
+
 def _why_no_claim(V: Variant, R: Variant, metric: str) -> str:
     """What keeps the method from this comparison ("" when nothing does)."""
     for v in (V, R):
