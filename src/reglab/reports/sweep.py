@@ -36,6 +36,7 @@ from .plots import plot_dose_response, plot_heatmap
 from .report import Report
 
 METRICS = ("accuracy", "gap")
+NO_OPTIMUM = "no evidence of an interior optimum (the best interior dose is not shown above both ends)"
 SELECTION = ("**Choosing the best by the same data:** the best-scoring dose is picked by these runs, so comparing "
              "the others with it at the level of its own comparisons would understate the uncertainty (the winner's "
              "curse). The family is every pair of doses instead: its intervals hold together with 95% probability "
@@ -100,7 +101,8 @@ def analyze(study: Study, reference: str, margin: float = stats.DEFAULT_MARGIN, 
                for metric in METRICS}
     pairs = {}
     if len(axes(study)) == 1:
-        pairs = {(metric, a, b): compare(V[b], V[a], metric, level, margin, power)
+        # the shape reads only their verdicts: no plan (the seeds a new study needs are planned against the best)
+        pairs = {(metric, a, b): compare(V[b], V[a], metric, level, margin, power, plan=False)
                  for metric in METRICS for i, a in enumerate(order) for b in order[i + 1:]}
     return SweepAnalysis(reference, margin, m, level, vs_best["accuracy"], vs_best["gap"], power, order, pairs)
 
@@ -170,10 +172,11 @@ def shape(study: Study, an: SweepAnalysis, metric: str) -> Shape:
             label = "increasing" if up else "decreasing"
             return Shape(label, f"**{label}**: the {what} at the highest dose is shown {'above' if up else 'below'} "
                                 f"the lowest ({end_text}), and no pair of doses is shown to go the other way "
-                                "(consistent with a monotone response; each step is not shown on its own)")
+                                "(consistent with a monotone response; each step is not shown on its own)"
+                                + (f"; {NO_OPTIMUM}" if interior else ""))
         a, b = against[0]
         return Shape("not monotone", f"**not monotone**: the ends differ ({end_text}), but {code(a)} is shown "
-                                     f"{'above' if up else 'below'} the higher dose {code(b)}")
+                                     f"{'above' if up else 'below'} the higher dose {code(b)}; {NO_OPTIMUM}")
     ends_said = (f"the ends are equivalent within {fmt_margin(an.margin)}" if ends.verdict == "equivalent" else
                  f"the ends are not shown to differ ({end_text})")
     if not interior:
@@ -320,6 +323,8 @@ def _differences(doc: Document, study: Study, an: SweepAnalysis) -> None:
     sections.comparison_table(doc, an, an.gap, "generalization gap", id="sweep-gap-vs-best")
     if an.pairs:
         doc.h(2, "Every pair of doses (the shape is read from these)")
+        doc.p("Each is the higher dose minus the lower, in the same family. Their columns of seeds a new study needs "
+              "are n/a: those are planned against the best-scoring dose, above.")
         for metric in METRICS:
             comps = [c for (m, _, _), c in an.pairs.items() if m == metric]
             sections.comparison_table(doc, an, comps, "accuracy" if metric == "accuracy" else "generalization gap",
