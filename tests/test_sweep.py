@@ -164,6 +164,7 @@ def test_the_shape_is_read_off_the_family(tmp_path, accs, label):
     assert "no effect" not in result.text.replace("not a finding of no effect", "")
     if label != "interior optimum":
         assert "interior optimum" not in result.text or "no evidence of an interior optimum" in result.text
+    assert "`dropout=0.25` − `dropout=0.5`" not in result.text  # each pair is the higher dose minus the lower
 
 
 def test_an_interior_optimum_needs_both_ends(tmp_path):

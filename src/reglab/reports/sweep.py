@@ -36,7 +36,8 @@ from .plots import plot_dose_response, plot_heatmap
 from .report import Report
 
 METRICS = ("accuracy", "gap")
-NO_OPTIMUM = "no evidence of an interior optimum (the best interior dose is not shown above both ends)"
+NO_OPTIMUM = {"accuracy": "no evidence of an interior optimum (the best interior dose is not shown above both ends)",
+              "gap": "no interior maximum or minimum shown"}
 SELECTION = ("**Choosing the best by the same data:** the best-scoring dose is picked by these runs, so comparing "
              "the others with it at the level of its own comparisons would understate the uncertainty (the winner's "
              "curse). The family is every pair of doses instead: its intervals hold together with 95% probability "
@@ -120,6 +121,12 @@ def _pair(an: SweepAnalysis, metric: str, a: str, b: str) -> Comparison:
     return an.pairs[(metric, a, b) if an.order.index(a) < an.order.index(b) else (metric, b, a)]
 
 
+def _said(an: SweepAnalysis, metric: str, a: str, b: str) -> str:
+    """The pair of doses a and b as the family has it: the higher dose minus the lower, and its verdict."""
+    c = _pair(an, metric, a, b)
+    return f"{code(c.variant)} − {code(c.reference)}: {verdict_word(c)}"
+
+
 def indistinguishable(an: SweepAnalysis) -> list[str]:
     """The doses not shown below the best-scoring one (it included): with the family's coverage, a set that holds
     the truly best dose with at least 95% probability. Empty when a comparison with the best has no claim."""
@@ -149,7 +156,7 @@ def shape(study: Study, an: SweepAnalysis, metric: str) -> Shape:
     key = "acc" if metric == "accuracy" else "gap"
     low, high = order[0], order[-1]
     ends = _pair(an, metric, low, high)
-    end_text = f"{code(high)} − {code(low)}: {verdict_word(ends)}"
+    end_text = _said(an, metric, low, high)
     interior = order[1:-1]
     if interior:
         peak = max(interior, key=lambda v: _mean(study, v, key))
@@ -159,8 +166,7 @@ def shape(study: Study, an: SweepAnalysis, metric: str) -> Shape:
             if all(_above(an, metric, a, b) for a, b in hi_side):
                 if metric == "accuracy" and sign > 0:
                     label = "interior optimum"
-                said = "; ".join(f"{code(dose)} − {code(e)}: {verdict_word(_pair(an, metric, dose, e))}"
-                                 for e in (low, high))
+                said = "; ".join(_said(an, metric, dose, e) for e in (low, high))
                 return Shape(label, f"**{label}** of the {what} at {code(dose)}: shown "
                                     f"{'above' if sign > 0 else 'below'} both ends ({said})")
     up, down = _above(an, metric, high, low), _above(an, metric, low, high)
@@ -173,10 +179,10 @@ def shape(study: Study, an: SweepAnalysis, metric: str) -> Shape:
             return Shape(label, f"**{label}**: the {what} at the highest dose is shown {'above' if up else 'below'} "
                                 f"the lowest ({end_text}), and no pair of doses is shown to go the other way "
                                 "(consistent with a monotone response; each step is not shown on its own)"
-                                + (f"; {NO_OPTIMUM}" if interior else ""))
+                                + (f"; {NO_OPTIMUM[metric]}" if interior else ""))
         a, b = against[0]
         return Shape("not monotone", f"**not monotone**: the ends differ ({end_text}), but {code(a)} is shown "
-                                     f"{'above' if up else 'below'} the higher dose {code(b)}; {NO_OPTIMUM}")
+                                     f"{'above' if up else 'below'} the higher dose {code(b)}; {NO_OPTIMUM[metric]}")
     ends_said = (f"the ends are equivalent within {fmt_margin(an.margin)}" if ends.verdict == "equivalent" else
                  f"the ends are not shown to differ ({end_text})")
     if not interior:
@@ -184,7 +190,7 @@ def shape(study: Study, an: SweepAnalysis, metric: str) -> Shape:
                                                            f"interior one): {ends_said}; this is not a finding of "
                                                            "no effect")
     peak = max(interior, key=lambda v: _mean(study, v, key))
-    said = "; ".join(f"{code(peak)} − {code(e)}: {verdict_word(_pair(an, metric, peak, e))}" for e in (low, high))
+    said = "; ".join(_said(an, metric, peak, e) for e in (low, high))
     return Shape("no evidence of an interior optimum",
                  f"**no evidence of an interior optimum**: the highest interior dose {code(peak)} is not shown above "
                  f"both ends ({said}), and {ends_said}; this is not a finding of no effect, only what these seeds "
