@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import ScaledTranslation
 
 from .. import atomic
 from ..models import layer_label
@@ -390,8 +391,8 @@ def plot_dose_response(panels: list[dict], path, xlabel: str, title: str = "") -
     """Dose-response curves side by side, one panel per outcome. panels: dicts with title, ylabel, zero (draw y = 0)
     and points: [{x: the dose, mean, lo, hi (nan: no interval), seeds: [each seed's value]}], in the units shown.
     Each dose's interval is a vertical bar, its mean a dot (hollow without an interval) joined in dose order, every
-    seed a small dot beside it. The dose axis is linear, or symlog where the positive doses span 100x or more (e.g.
-    weight decay). Returns {"xscale": "linear" or "symlog"}."""
+    seed a small dark dot just right of it. The dose axis is linear, or symlog where the positive doses span 100x or
+    more (e.g. weight decay). Returns {"xscale": "linear" or "symlog"}."""
     fig = _figure(5.0 * len(panels), 4.0)
     xs = sorted({p["x"] for panel in panels for p in panel["points"]})
     positive = [x for x in xs if x > 0]
@@ -400,6 +401,7 @@ def plot_dose_response(panels: list[dict], path, xlabel: str, title: str = "") -
         ax = fig.add_subplot(1, len(panels), i + 1)
         points = sorted(panel["points"], key=lambda p: p["x"])
         c = color(i)
+        beside = ax.transData + ScaledTranslation(7 / 72, 0, fig.dpi_scale_trans)  # the seeds 7 points right
         ax.plot([p["x"] for p in points], [p["mean"] for p in points], "-", color=c, lw=1.2, alpha=0.6)
         for p in points:
             if math.isfinite(p["lo"]) and math.isfinite(p["hi"]):
@@ -407,7 +409,7 @@ def plot_dose_response(panels: list[dict], path, xlabel: str, title: str = "") -
                 ax.plot([p["x"]], [p["mean"]], "o", color=c, ms=7)
             else:
                 ax.plot([p["x"]], [p["mean"]], "o", mfc="white", color=c, ms=7)
-            ax.plot([p["x"]] * len(p["seeds"]), p["seeds"], ".", color="#333", alpha=0.6, ms=6)
+            ax.plot([p["x"]] * len(p["seeds"]), p["seeds"], ".", color="#333", alpha=0.6, ms=6, transform=beside)
         if panel.get("zero"):
             ax.axhline(0.0, color="#555", ls="--", lw=1)
         if symlog:
