@@ -147,6 +147,8 @@ def test_doses_indistinguishable_from_the_best_over_the_every_pair_family(tmp_pa
     assert an.m == 4 * 3 and len(an.accuracy) == 3 and len(an.pairs) == 2 * 6  # every pair, accuracy and gap
     assert an.level == pytest.approx(1 - 0.05 / 12)
     assert sweep.indistinguishable(an) == ["dropout=0.1", "dropout=0.25"]
+    planned = reglab.plan(tmp_path / "s", quiet=True)  # `reglab plan` analyses a sweep as its report does
+    assert planned["level"] == pytest.approx(an.level) and len(planned["comparisons"]) == 2 * 3
 
 
 @pytest.mark.parametrize("accs, label", [

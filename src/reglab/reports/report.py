@@ -22,7 +22,7 @@ class Report:
     reference: Callable[[Study], str | None]  # the variant every other one is compared with
     sections: tuple[Section, ...]
     terminal: Callable[[Study, Analysis], tuple[list[dict], str]] | None = None  # (rows, title); None: prints nothing
-    analyze: Callable[[Study, str, float], Analysis] = analysis.analyze  # the family its verdicts come from
+    analyze: Callable[..., Analysis] = analysis.analyze  # (study, reference, margin, power): its verdicts' family
 
 
 def render(report: Report, study: Study, margin: float = 0.01, quiet: bool = False, console=None) -> tuple[Path, Path]:
