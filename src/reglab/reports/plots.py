@@ -435,7 +435,9 @@ def plot_heatmap(values: list[list[float]], rows: list[str], cols: list[str], pa
     image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax)
     for (r, c), v in np.ndenumerate(data):
-        ax.text(c, r, f"{v:.1f}" if math.isfinite(v) else "n/a", ha="center", va="center", color="white", fontsize=9)
+        light = math.isfinite(v) and image.norm(v) > 0.6  # viridis is light at its top: dark text there
+        ax.text(c, r, f"{v:.1f}" if math.isfinite(v) else "n/a", ha="center", va="center",
+                color="black" if light else "white", fontsize=9)
     if best is not None:
         r, c = best
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728", lw=2.5))
