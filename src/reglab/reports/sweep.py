@@ -291,7 +291,8 @@ def verdicts(study: Study, an: SweepAnalysis) -> list[str]:
                    "cell.")
     detect = [f"{code(c.variant)}: {plan_text(c, 'detect')}" for c in an.accuracy]
     out.append("What the seeds could detect: the seeds a dose a new study needs to show each observed accuracy "
-               "difference from the best at this family's level with 80% power: " + "; ".join(detect) + ".")
+               f"difference from the best at this family's level with {an.power:.0%} power: " + "; ".join(detect)
+               + ".")
     out.append(seeds_advice(an))
     return out
 
