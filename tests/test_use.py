@@ -118,9 +118,11 @@ def test_the_readme_notebook_example_runs(mini, tmp_path, monkeypatch):
 
 # Each command's API function(s); a flag named differently in the API: (command, flag dest) -> parameter.
 API_OF = {"train": (reglab.train, reglab.resume), "compare": (reglab.compare,), "ablate": (reglab.ablate,),
+          "sweep": (reglab.sweep,),
           "report": (reglab.report,), "summary": (reglab.summary,), "predict": (reglab.predict,),
           "export": (reglab.export,), "bench": (reglab.bench,), "plan": (reglab.plan,)}
 RENAMED = {("train", "resume"): "folder", ("compare", "seed"): "first_seed", ("ablate", "seed"): "first_seed",
+           ("sweep", "seed"): "first_seed",
            ("report", "dir"): "folder", ("summary", "name"): "model", ("bench", "json"): "json_path",
            ("plan", "dir"): "folder"}
 # Output flags with nothing to act on in the API: -v adds the checkpoint messages of training (these commands

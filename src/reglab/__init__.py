@@ -21,11 +21,11 @@ from .config import Config  # noqa: E402  (after __version__, which the modules 
 from .errors import UserError  # noqa: E402
 from .regularizers import Regularizer, Setting, list_regularizers, register_regularizer  # noqa: E402  (no torch)
 
-API = ("train", "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run", "predict", "export",
-       "summary", "bench", "load_plugins")
+API = ("train", "resume", "compare", "ablate", "sweep", "list_variants", "report", "plan", "load_run", "predict",
+       "export", "summary", "bench", "load_plugins")
 __all__ = ["Config", "UserError", "Setting", "Regularizer", "register_regularizer", "list_regularizers", "train",
-           "resume", "compare", "ablate", "list_variants", "report", "plan", "load_run", "predict", "export",
-           "summary", "bench", "load_plugins", "__version__"]
+           "resume", "compare", "ablate", "sweep", "list_variants", "report", "plan", "load_run", "predict",
+           "export", "summary", "bench", "load_plugins", "__version__"]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,7 @@ flags and calls it, and a notebook calls the same functions with the same option
     resume(folder, **changes)                         continue (or extend with epochs=N) what train left
     compare(seeds=, out=, ..., **settings)            the notebook's experiment over seeds, and its report
     ablate(variants=, seeds=, out=, ..., **settings)  every regularizer ablated over seeds, and its report
+    sweep(setting, values, grid=, seeds=, out=, ...)  dose-response: one setting (or a grid of two), and its report
     list_variants()                                   what each variant ablate accepts changes
     register_regularizer(name, fn, stage=, setting=)  your own regularizer (also a decorator)
     list_regularizers()                               every regularizer: the built-in table, then yours
@@ -43,7 +44,7 @@ from .trained import load_run as load_trained_run
 from .reports.planning import plan as plan_study
 from .reports.render import render_report
 from .rundir import Summary
-from .variants import COMPARE_VARIANTS, parse_variants, variant_catalogue
+from .variants import COMPARE_VARIANTS, parse_variants, sweep_axis, sweep_variants, variant_catalogue
 
 MAX_CLASSES = 100_000  # summary's --num-classes: ImageNet-21k has 21,841; more is a typo (1e9 asked for a terabyte)
 
@@ -120,6 +121,30 @@ def ablate(*, variants: list[str] | str | None = None, seeds: Seeds = 1, out: st
     return study.run_study("ablate", checked, parse_variants(variants), chosen, out, how, pack=_pack(pack),
                            margin=_fraction(margin), quiet=quiet, verbose=verbose,
                            report=_reporter("ablate", margin, quiet))
+
+
+def sweep(setting: str, values: Sequence[float] | str | None = None, *, grid: str | None = None, seeds: Seeds = 1,
+          out: str | Path = "runs/sweep", first_seed: int = 42, pack: int | str = "auto", margin: float | None = None,
+          jobs: int = 1, executor: str = "local", address: str | None = None, gpus_per_run: float | None = None,
+          retries: int | None = None, plugins: Plugins = None, quiet: bool = False, verbose: bool = False,
+          **settings) -> Path:
+    """Dose-response: `setting` (a regularizer setting that takes a number, a plugin's included) at each of
+    `values` (sweep("dropout", [0, 0.1, 0.25]), or as `reglab sweep` takes it: sweep("dropout=0,0.1,0.25")), crossed
+    with `grid` ("smoothing=0,0.1": every combination) when given, on top of the base model, recipe and settings,
+    with the same seeds at every dose, and its report (the dose-response curves, the doses indistinguishable from
+    the best, the shape). Variants are named by their doses (dropout=0.25). Every other option as compare()."""
+    checked, chosen = _study_settings(settings, plugins, out), _seed_list(seeds, first_seed)
+    if values is not None:
+        setting = f"{setting}=" + (values if isinstance(values, str) else ",".join(str(v) for v in values))
+    axes = [sweep_axis(setting)] + ([sweep_axis(grid)] if grid else [])
+    fixed = [name for name, _ in axes if name in checked]
+    if fixed:
+        raise UserError(f"{fixed[0]} is swept; leave out the flag (or --set, or --config key) that fixes it")
+    how = Executor(executor, jobs, address, gpus_per_run, retries)
+    record = {"sweep": [{"setting": name, "values": doses} for name, doses in axes]}
+    return study.run_study("sweep", checked, sweep_variants(axes), chosen, out, how, pack=_pack(pack),
+                           margin=_fraction(margin), quiet=quiet, verbose=verbose,
+                           report=_reporter("sweep", margin, quiet), record=record)
 
 
 def list_variants(plugins: Plugins = None) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""The `reglab` command: train, compare, ablate, report, plan, summary, predict, export, bench.
+"""The `reglab` command: train, compare, ablate, sweep, report, plan, summary, predict, export, bench.
 
 The CLI only parses: it turns flags into a config (or explicit settings) and plain arguments, calls the Python
 API (api.py: every command's work is a function there, with every option the flags have) and prints results.
@@ -31,6 +31,7 @@ from .variants import default_ablation, variant_names
 EXAMPLES = """examples:
   reglab compare --data imagenette2-160 --seeds 5 --out runs/compare     the notebook's experiment, 5 seeds
   reglab ablate --seeds 5 --variants full,no-dropout,mixup=0.4 --out runs/ablate
+  reglab sweep dropout=0,0.1,0.25,0.5 --seeds 3 --out runs/sweep        dropout's dose-response, 3 seeds a dose
   reglab predict runs/compare/regularized/seed-42 photos/ --out predictions.csv
 
 'reglab COMMAND --help' lists a command's flags with their defaults."""
@@ -364,6 +365,11 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    api.sweep(args.setting, grid=args.grid, out=args.out or "runs/sweep", **study_options(args))
+    return 0
+
+
 def cmd_report(args) -> int:
     api.report(args.dir, margin=args.margin, plugins=args.plugins, quiet=args.quiet)
     return 0
@@ -512,6 +518,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(a)
     add_output_flags(a)
     a.set_defaults(func=cmd_ablate)
+
+    sw = sub.add_parser("sweep", parents=[study], help="dose-response: one setting over a list of values (or a grid "
+                        "of two), the same seeds at each, and its report")
+    sw.add_argument("setting", metavar="SETTING=V1,V2,...", help="the setting swept and its doses, e.g. "
+                    "dropout=0,0.1,0.25,0.5: any regularizer setting that takes a number, a plugin's included (its "
+                    "neutral value, usually 0, is the dose without it)")
+    sw.add_argument("--grid", metavar="SETTING=W1,W2,...", help="a second setting crossed with the first: every "
+                    "combination of the two (default: none, one setting)")
+    add_training_flags(sw, with_model=True, seed_help="the first seed (default 42)")
+    add_model_flags(sw)
+    add_output_flags(sw)
+    sw.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="re-render a study's (or one run's) report from its run folders alone")
     r.add_argument("dir", metavar="DIR", help="a compare or ablate --out folder, or one run folder")

@@ -612,7 +612,7 @@ def read_summary(path: Path, todo: str = RUN_TODO) -> Summary:
         raise damaged(file, str(e), todo) from None
 
 
-STUDY_KINDS = ("compare", "ablate", "train")  # a new kind of study folder is added here
+STUDY_KINDS = ("compare", "ablate", "sweep", "train")  # a new kind of study folder is added here
 
 
 def read_study_file(folder: str | Path, todo: str) -> dict | None:

@@ -8,7 +8,8 @@ of at most `pack` seeds of a variant; a run that resumes goes with the cohort it
 the Executor says (executors.py), and the caller's `report` renders the report under the same lock.
 
 study.json records the study (kind, command, variants, seeds, wall time summed over the invocations that built
-it, the verdicts' margin, and `retried`: each run whose worker was lost and sent again, which the report lists).
+it, the verdicts' margin, and `retried`: each run whose worker was lost and sent again, which the report lists; a
+sweep adds `sweep`: the swept settings and their doses, [{"setting": NAME, "values": [...]}, ...]).
 It also holds a fresh `nonce` per invocation: on Ray every node checks, before it trains, that it reads this
 nonce in the study folder and scans the same data as the driver (executors.Shared). For `train --seeds` (kind
 `train`) it is also the plan: config, seeds and cohort size, which `train --resume DIR` finishes, seeds an
@@ -39,7 +40,7 @@ from .provenance import command_line
 from .run import Interrupted
 from .text import say
 
-StudyKind = Literal["compare", "ablate", "train"]
+StudyKind = Literal["compare", "ablate", "sweep", "train"]
 JobState = Literal["new", "resume", "finished", "failed"]
 
 
@@ -171,7 +172,7 @@ def check_out(out: Path, what: str = "study folder") -> None:
 
 
 def write_study(out: Path, kind: StudyKind, jobs: list[Job], seconds: float, margin: float | None = None,
-                nonce: str | None = None) -> None:
+                nonce: str | None = None, record: dict | None = None) -> None:
     previous = read_study(out)
     wall = previous.get("wall_seconds", 0.0)
     atomic.write_json(out / "study.json", {
@@ -181,6 +182,7 @@ def write_study(out: Path, kind: StudyKind, jobs: list[Job], seconds: float, mar
         "wall_seconds": (wall if isinstance(wall, (int, float)) else 0.0) + seconds,
         "margin": margin if margin is not None else previous.get("margin", stats.DEFAULT_MARGIN),
         "nonce": nonce,
+        **(record or {}),
         **_retried_runs(out, previous),
     })
 
@@ -220,9 +222,11 @@ def record_retry(out: Path, retry: Retry) -> None:
 
 def run_study(kind: StudyKind, settings: dict, variants: dict[str, dict], seeds: list[int], out: str | Path,
               how: Executor = Executor(), *, pack: int | str = "auto", margin: float | None = None,
-              quiet: bool = False, verbose: bool = False, report: Callable[[Path], object] | None = None) -> Path:
+              quiet: bool = False, verbose: bool = False, report: Callable[[Path], object] | None = None,
+              record: dict | None = None) -> Path:
     """Check everything, train what is missing, then `report(out)` (the API passes the report renderer: studies
-    sit below the reports). `settings`: checked config values; margin: a fraction. Returns the study folder."""
+    sit below the reports). `settings`: checked config values; margin: a fraction; `record`: what study.json holds
+    beside the plan for this kind (a sweep's settings and doses). Returns the study folder."""
     out = Path(out)
     check_out(out)
     jobs = plan(settings, variants, seeds, out)
@@ -251,7 +255,7 @@ def run_study(kind: StudyKind, settings: dict, variants: dict[str, dict], seeds:
             say(f"reglab: run {job.run_dir} failed earlier (see its summary.json); kept as failed and "
                 "counted in the report: delete its folder to retry it")
         t0, nonce = time.time(), secrets.token_hex(8)
-        write_study(out, kind, jobs, 0.0, margin, nonce)
+        write_study(out, kind, jobs, 0.0, margin, nonce, record)
         # what every Ray node must see as this driver does: this study.json, and the data it scanned
         shared = Shared((out / "study.json").absolute(), nonce, files.name, files.root.absolute(), identity)
         try:
@@ -272,7 +276,7 @@ def run_study(kind: StudyKind, settings: dict, variants: dict[str, dict], seeds:
                       f"one resumes when you rerun the same command: {command_line()}",)
             raise
         finally:
-            write_study(out, kind, jobs, time.time() - t0, margin, nonce)
+            write_study(out, kind, jobs, time.time() - t0, margin, nonce, record)
         if report is not None:
             report(out)
     if lost:

@@ -5,11 +5,16 @@ are derived from the regularizers' table (regularizers.py, plugins included): `f
 model), `no-X` for each of the notebook's three (full with X's settings at their neutral values), `none` (all three
 removed, same depth) and `basic` (the notebook's shallow net); and for each added regularizer `X` (full with X at
 its ablation strength) or `X=VALUE` (at another: a value that would not turn it on is refused). `SETTING=VALUE` sets
-one regularizer setting of full by its config key (e.g. augment=rrc, dropout=0.1). Nothing here trains or touches a
-folder.
+one regularizer setting of full by its config key (e.g. augment=rrc, dropout=0.1).
+
+`sweep`'s variants are the doses of one numeric regularizer setting (or every combination of two: a grid), each
+named by its values (`dropout=0.25`, `dropout=0.25,smoothing=0.1`), setting only the swept values on top of the
+study's base model and settings. Nothing here trains or touches a folder.
 """
 
 from __future__ import annotations
+
+import itertools
 
 from . import regularizers
 from .errors import UserError
@@ -139,3 +144,57 @@ def parse_variants(specs: list[str] | str | None) -> dict[str, dict]:
             raise UserError(f"variant {name!r} is listed twice in --variants")
         out[name] = overrides
     return out
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+
+
+def sweep_axis(spec: str) -> tuple[str, list]:
+    """'dropout=0,0.1,0.25' -> ('dropout', [0.0, 0.1, 0.25]): a regularizer setting that takes a number (a plugin's
+    included; an added regularizer's name stands for its one setting) and at least two distinct doses, each of its
+    type and in its range, in increasing order. The neutral value is a dose like any other (the dose 0)."""
+    name, has_values, text = (part.strip() for part in spec.partition("="))
+    found = _setting_named(name) if name and has_values else None
+    if found is None:
+        known = ", ".join(s.name for r in regularizers.list_regularizers() for s in r.settings
+                          if s.type in (int, float))
+        raise UserError(f"a sweep takes SETTING=V1,V2,..., e.g. dropout=0,0.1,0.25,0.5, with SETTING one of {known}; "
+                        f"got {spec!r}")
+    _, s = found
+    if s.type not in (int, float):
+        kind = "on or off" if s.type is bool else "a choice"
+        raise UserError(f"{s.name} is {kind}, not a dose; sweep a setting that takes a number, or compare its values "
+                        "with reglab ablate --variants")
+    doses = [_dose(spec, s, t.strip()) for t in text.split(",") if t.strip()]
+    if len(set(doses)) != len(doses):
+        raise UserError(f"a dose repeats in {spec!r}; give each value once")
+    if len(doses) < 2:
+        raise UserError(f"a sweep needs at least two doses, got {spec!r}; e.g. {s.name}=0,0.1,0.25")
+    return s.name, sorted(doses)
+
+
+def _dose(spec: str, s: Setting, text: str):
+    try:
+        value = float(text) if s.type is float else int(text)
+    except ValueError:
+        raise UserError(f"invalid dose {text!r} in {spec!r}; give {'a number' if s.type is float else 'an integer'}"
+                        ) from None
+    problem = s.problem(value)
+    if problem:
+        raise UserError(f"invalid dose {text} in {spec!r}: {problem}")
+    return value
+
+
+def sweep_variants(axes: list[tuple[str, list]]) -> dict[str, dict]:
+    """Every combination of the axes' doses (the first axis outermost) -> the swept values it sets, named by them:
+    'dropout=0.25' or, for a grid, 'dropout=0.25,smoothing=0.1'."""
+    names = [name for name, _ in axes]
+    if len(set(names)) != len(names):
+        raise UserError(f"{names[0]} is swept twice; a grid crosses two different settings")
+    combos = itertools.product(*[[(name, v) for v in values] for name, values in axes])
+    return {",".join(f"{n}={_value_text(v)}" for n, v in combo): dict(combo) for combo in combos}
+
+
+def sweep_doses(variant: str) -> dict[str, float]:
+    """A sweep variant's doses from its name: 'dropout=0.25,smoothing=0.1' -> {dropout: 0.25, smoothing: 0.1}."""
+    return {name: float(value) for name, _, value in (part.partition("=") for part in variant.split(","))}

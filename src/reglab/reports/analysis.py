@@ -271,6 +271,13 @@ def analyze(study: Study, reference: str, margin: float = stats.DEFAULT_MARGIN, 
     return Analysis(reference, margin, m, level, comps["accuracy"], comps["gap"], power)
 
 
+def compare(V: Variant, R: Variant, metric: str, level: float, margin: float, power: float = POWER,
+            plan: bool = True) -> Comparison:
+    """`V` minus `R` on `metric` at the per-comparison confidence `level` of a family the caller defines (the sweep
+    report's: every pair of doses), worded as every comparison here; planned (stats.seeds_needed) unless not `plan`."""
+    return _compare(V, R, metric, level, margin, power, plan)
+
+
 def _why_no_claim(V: Variant, R: Variant, metric: str) -> str:
     """What keeps the method from this comparison ("" when nothing does)."""
     for v in (V, R):
@@ -286,7 +293,8 @@ def _why_no_claim(V: Variant, R: Variant, metric: str) -> str:
     return ""
 
 
-def _compare(V: Variant, R: Variant, metric: str, level: float, margin: float, power: float) -> Comparison:
+def _compare(V: Variant, R: Variant, metric: str, level: float, margin: float, power: float,
+             plan: bool = True) -> Comparison:
     key = "acc" if metric == "accuracy" else "gap"
     c = Comparison(metric, V.name, R.name, level, margin, not_ranked=V.at_chance and R.at_chance)
     a, b = [f.value(key) for f in V.learned], [f.value(key) for f in R.learned]
@@ -309,7 +317,7 @@ def _compare(V: Variant, R: Variant, metric: str, level: float, margin: float, p
         setattr(c, name, result[name])
     if result["verdict"] == "no claim":
         c.why, c.networks = ONE_SEED, result["networks"]
-    else:
+    elif plan:
         c.plan = stats.seeds_needed(result, power)
     return c
 

@@ -24,7 +24,9 @@ from collections import OrderedDict
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import ScaledTranslation
 
 from .. import atomic
 from ..models import layer_label
@@ -383,3 +385,66 @@ def model_svg(rows: list[dict], image_size: int, in_channels: int = 3, ident: st
                        f'marker-end="url(#{marker})"/>')
     out.append("</svg>")
     return "".join(out)
+
+
+def plot_dose_response(panels: list[dict], path, xlabel: str, title: str = "") -> dict:
+    """Dose-response curves side by side, one panel per outcome. panels: dicts with title, ylabel, zero (draw y = 0)
+    and points: [{x: the dose, mean, lo, hi (nan: no interval), seeds: [each seed's value]}], in the units shown.
+    Each dose's interval is a vertical bar, its mean a dot (hollow without an interval) joined in dose order, every
+    seed a small dark dot just right of it. The dose axis is linear, or symlog where the positive doses span 100x or
+    more (e.g. weight decay). Returns {"xscale": "linear" or "symlog"}."""
+    fig = _figure(5.0 * len(panels), 4.0)
+    xs = sorted({p["x"] for panel in panels for p in panel["points"]})
+    positive = [x for x in xs if x > 0]
+    symlog = len(positive) > 1 and positive[-1] / positive[0] >= 100
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        points = sorted(panel["points"], key=lambda p: p["x"])
+        c = color(i)
+        beside = ax.transData + ScaledTranslation(7 / 72, 0, fig.dpi_scale_trans)  # the seeds 7 points right
+        ax.plot([p["x"] for p in points], [p["mean"] for p in points], "-", color=c, lw=1.2, alpha=0.6)
+        for p in points:
+            if math.isfinite(p["lo"]) and math.isfinite(p["hi"]):
+                ax.plot([p["x"], p["x"]], [p["lo"], p["hi"]], color=c, lw=2.2)
+                ax.plot([p["x"]], [p["mean"]], "o", color=c, ms=7)
+            else:
+                ax.plot([p["x"]], [p["mean"]], "o", mfc="white", color=c, ms=7)
+            ax.plot([p["x"]] * len(p["seeds"]), p["seeds"], ".", color="#333", alpha=0.6, ms=6, transform=beside)
+        if panel.get("zero"):
+            ax.axhline(0.0, color="#555", ls="--", lw=1)
+        if symlog:
+            ax.set_xscale("symlog", linthresh=positive[0])
+        ax.set_xticks(xs, labels=[f"{x:g}" for x in xs])
+        ax.set_xlabel(mpl_text(xlabel))
+        ax.set_ylabel(mpl_text(panel["ylabel"]))
+        ax.set_title(mpl_text(panel["title"]))
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(mpl_text(title))
+    fig.tight_layout()
+    _save(fig, path)
+    return {"xscale": "symlog" if symlog else "linear"}
+
+
+def plot_heatmap(values: list[list[float]], rows: list[str], cols: list[str], path, ylabel: str, xlabel: str,
+                 title: str, best: tuple[int, int] | None = None) -> None:
+    """A grid of numbers (rows x cols; nan: no value) as a heatmap, each cell written in it, `best` outlined."""
+    data = np.array(values, dtype=float)
+    fig = _figure(1.6 + 1.1 * len(cols), 1.4 + 0.8 * len(rows))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax)
+    for (r, c), v in np.ndenumerate(data):
+        light = math.isfinite(v) and image.norm(v) > 0.6  # viridis is light at its top: dark text there
+        ax.text(c, r, f"{v:.1f}" if math.isfinite(v) else "n/a", ha="center", va="center",
+                color="black" if light else "white", fontsize=9)
+    if best is not None:
+        r, c = best
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728", lw=2.5))
+    ax.set_xticks(range(len(cols)), labels=[mpl_text(t) for t in cols])
+    ax.set_yticks(range(len(rows)), labels=[mpl_text(t) for t in rows])
+    ax.set_xlabel(mpl_text(xlabel))
+    ax.set_ylabel(mpl_text(ylabel))
+    ax.set_title(mpl_text(title))
+    fig.tight_layout()
+    _save(fig, path)

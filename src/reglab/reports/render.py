@@ -17,6 +17,7 @@ from .compare import COMPARE
 from .facts import Study
 from .report import Report, render
 from .single import SINGLE
+from .sweep import SWEEP
 
 COMPARE_VARIANTS = {"basic", "regularized"}
 
@@ -27,7 +28,8 @@ def render_report(out: str | Path, kind: str | None = None, quiet: bool = False,
     out = Path(out)
     what = rundir.classify(out)
     if what not in ("run", "study"):
-        raise UserError(f"{out} is not a study or run folder; give the --out folder of a compare, ablate or train")
+        raise UserError(f"{out} is not a study or run folder; give the --out folder of a compare, ablate, sweep or "
+                        "train")
     held = contextlib.nullcontext() if locked else lock.hold(out, f"{what} folder")
     with held, signals.phase(f"writing the report in {out}", "report"):
         report, study = load(out, what, kind, quiet)
@@ -44,6 +46,8 @@ def load(out: Path, what: str, kind: str | None = None, quiet: bool = False) -> 
     kind = kind or study.meta.get("kind")
     if kind is None:
         kind = "compare" if set(study.variants) <= COMPARE_VARIANTS else "ablate"
+    if kind == "sweep":
+        return SWEEP, study
     return (COMPARE if kind in ("compare", "train") else ablation()), study  # train --seeds: a compare of one
 
 

@@ -22,12 +22,13 @@ class Report:
     reference: Callable[[Study], str | None]  # the variant every other one is compared with
     sections: tuple[Section, ...]
     terminal: Callable[[Study, Analysis], tuple[list[dict], str]] | None = None  # (rows, title); None: prints nothing
+    analyze: Callable[..., Analysis] = analysis.analyze  # (study, reference, margin, power): its verdicts' family
 
 
 def render(report: Report, study: Study, margin: float = 0.01, quiet: bool = False, console=None) -> tuple[Path, Path]:
     """Write STUDY/report.md and STUDY/report.html (figures in STUDY/figures/) and, unless quiet, print the terminal
     table, all from one analysis. Returns both paths."""
-    an = analysis.analyze(study, report.reference(study), margin)
+    an = report.analyze(study, report.reference(study), margin)
     doc = Document(report.title(study, an))
     for section in report.sections:
         section(doc, study, an)
