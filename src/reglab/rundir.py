@@ -638,6 +638,7 @@ def read_study_file(folder: str | Path, todo: str) -> dict | None:
         _typed(data, "pack", int, None, low=1)
         _typed(data, "config", dict)
         _typed(data, "retried", dict)
+        _typed(data, "sweep", list)  # a sweep's settings and doses (study.py)
     except Damaged as e:
         raise damaged(file, str(e), todo) from None
     return data
