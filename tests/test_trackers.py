@@ -14,6 +14,7 @@ import pytest
 import reglab
 from reglab.cli import build_parser, explicit_settings, main
 from reglab.errors import UserError
+from reglab.mlflow_log import attach_report
 from conftest import make_tree, one_line_error
 
 TINY = dict(image_size=16, epochs=2, device="cpu", batch_size=4, clean_train_sample=8)
@@ -45,10 +46,22 @@ def _hparams(run_dir) -> tuple[dict, list[str], dict]:
     return hparams, metrics, scalars
 
 
-def test_tensorboard_gets_each_cohort_members_hparams_and_final_metrics(data, tmp_path):
-    """One HParams session per run folder, a packed cohort's members each with their own seed and results."""
+def test_tensorboard_gets_each_cohort_members_hparams_and_final_metrics(data, tmp_path, monkeypatch):
+    """One HParams session per run folder, a packed cohort's members each with their own seed and results; a run
+    that does not ask for MLflow never imports it."""
+    import builtins
+
+    real_import, asked = builtins.__import__, []
+
+    def recording_import(name, *a, **k):
+        asked.append(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", recording_import)
     cfg = reglab.Config.preset("regularized", data=str(data), selection_split=0.2, **TINY)
     runs = reglab.train(cfg, tmp_path / "seeds", seeds=[3, 4], pack=2, quiet=True)
+    monkeypatch.undo()
+    assert asked and not [name for name in asked if name.startswith("mlflow")]
     assert len(runs) == 2
     for folder, s in runs.items():
         hparams, metrics, scalars = _hparams(folder)
@@ -59,17 +72,13 @@ def test_tensorboard_gets_each_cohort_members_hparams_and_final_metrics(data, tm
         assert scalars["final/val_accuracy"] == [(2, pytest.approx(s.restored_val_accuracy))]
         assert scalars["final/gap"] == [(2, pytest.approx(s.clean_train_accuracy - s.restored_val_accuracy))]
         assert [step for step, _ in scalars["loss/train"]] == [1, 2]  # the per-epoch values stay beside them
+        assert not (folder / "mlflow.json").exists()
 
 
-def test_a_plain_run_does_not_import_mlflow(data, tmp_path):
-    code = ("import sys, reglab, reglab.cli\n"
-            f"reglab.train(reglab.Config.preset('basic', data={str(data)!r}, image_size=16, epochs=1, "
-            f"device='cpu'), {str(tmp_path / 'run')!r}, quiet=True)\n"
-            "print('mlflow' in sys.modules)")
+def test_importing_reglab_does_not_import_mlflow():
+    code = "import sys, reglab, reglab.cli, reglab.trainer; print('mlflow' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False"]
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "run" / "mlflow.json").exists()
+    assert r.returncode == 0 and r.stdout.split() == ["False"], r.stderr
 
 
 def test_the_mlflow_flag_is_a_setting_of_every_training_command():
@@ -107,7 +116,7 @@ def _store(uri: str):
 
 
 @needs_mlflow
-def test_mlflow_logs_one_run_per_cohort_member_with_params_metrics_and_files(data, tmp_path):
+def test_mlflow_logs_one_run_per_cohort_member_with_params_metrics_files_and_the_report(data, tmp_path):
     cfg = reglab.Config.preset("basic", data=str(data), mlflow="default", **TINY)
     runs = reglab.train(cfg, tmp_path / "study", seeds=[1, 2], pack=2, quiet=True)
     client = _store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the default store: beside the study folder
@@ -126,6 +135,12 @@ def test_mlflow_logs_one_run_per_cohort_member_with_params_metrics_and_files(dat
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"summary.json", "config.yaml", "metrics.csv", "train.log"} <= files
     assert (tmp_path / "mlartifacts").is_dir() and not (tmp_path / "study" / "mlruns").exists()
+    report = tmp_path / "study" / "report.md"  # a study's report, once rendered, goes to each of its runs
+    report.write_text("# a report\n")
+    attach_report(tmp_path / "study", report)
+    for folder in runs:
+        run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
+        assert "report.md" in {a.path for a in client.list_artifacts(run_id)}
 
 
 @needs_mlflow
@@ -153,18 +168,3 @@ def test_a_tracker_failure_is_one_warning_and_the_run_goes_on(data, tmp_path, ca
     warnings = [line for line in capfd.readouterr().err.splitlines() if "MLflow" in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow logging stopped") and "goes on" in warnings[0]
     assert "MLflow logging stopped" in (tmp_path / "run" / "train.log").read_text()
-
-
-@needs_mlflow
-def test_a_studys_report_goes_to_each_of_its_mlflow_runs(data, tmp_path):
-    from reglab.mlflow_log import attach_report
-
-    cfg = reglab.Config.preset("basic", data=str(data), mlflow="default", **{**TINY, "epochs": 1})
-    runs = reglab.train(cfg, tmp_path / "study", seeds=[1, 2], pack=2, quiet=True)
-    report = tmp_path / "study" / "report.md"
-    report.write_text("# a report\n")
-    attach_report(tmp_path / "study", report)
-    client = _store(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for folder in runs:
-        run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
-        assert "report.md" in {a.path for a in client.list_artifacts(run_id)}
