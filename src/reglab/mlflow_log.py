@@ -28,6 +28,7 @@ from pathlib import Path
 
 from . import atomic
 from .errors import UserError
+from .text import say
 
 DEFAULT = "default"
 STATE_FILE = "mlflow.json"
@@ -41,44 +42,45 @@ def check_available(target: str) -> None:
         raise UserError("--mlflow needs the mlflow package, which is not installed; pip install 'reglab[mlflow]'")
 
 
-def destination(target: str, out: Path) -> tuple[str, str, Path | None]:
-    """(tracking URI, experiment name, artefact folder or None: the store's own) for the run folder `out`."""
+def destination(target: str, out: Path) -> tuple[str, str, str, Path | None]:
+    """(tracking URI, experiment name, run name, artefact folder or None: the store's own) for the run folder
+    `out`."""
     out = Path(out).absolute()
     in_study = (out.parent.parent / "study.json").is_file()
     group = out.parent.parent if in_study else out.parent
     home = group.parent if in_study else group
+    name = f"{out.parent.name}/{out.name}" if in_study else out.name
     uri = f"sqlite:///{home / 'mlflow.db'}" if target == DEFAULT else target
     # a SQLite store keeps its artefacts beside the database file, not in the working directory (MLflow's default);
     # sqlite:///NAME is relative, sqlite:////NAME absolute
     database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
     artifacts = Path(database).absolute().parent / "mlartifacts" if database else None
-    return uri, group.name, artifacts
+    return uri, group.name, name, artifacts
 
 
 class MlflowRun:
     """One reglab run's MLflow run. Every method is safe to call after a failure: the first failure warns once
     (through `warn`) and turns the rest into no-ops."""
 
-    def __init__(self, target: str, out: Path, name: str, params: dict, warn):
-        self.out, self.warn, self.client, self.run_id = Path(out), warn, None, None
-        self._guard(self._start, target, name, params)
+    def __init__(self, target: str, out: Path, params: dict, warn):
+        self.out, self.warn, self.client, self.run_id, self.failed = Path(out), warn, None, None, False
+        self._guard(self._start, target, params)
 
     def _guard(self, fn, *args) -> None:
-        if self.client is None and fn != self._start:
+        if self.failed:
             return
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001  (any tracker failure: one line, and training goes on)
-            self.client = None
-            self.warn(f"warning: MLflow logging stopped ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                      "the run goes on")
+            self.failed = True
+            self.warn(f"warning: MLflow logging stopped ({_short(e)}); the run goes on")
 
-    def _start(self, target: str, name: str, params: dict) -> None:
+    def _start(self, target: str, params: dict) -> None:
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (database set-up) are not ours
-
-        uri, experiment, artifacts = destination(target, self.out)
+        uri, experiment, name, artifacts = destination(target, self.out)
         client = MlflowClient(tracking_uri=uri)
         previous = _read_state(self.out / STATE_FILE)
         if previous.get("tracking_uri") == uri:
@@ -88,8 +90,6 @@ class MlflowRun:
             run = client.create_run(_experiment_id(client, experiment, artifacts), run_name=name,
                                     tags={"reglab.run_dir": str(self.out.absolute())})
             self.run_id = run.info.run_id
-            from mlflow.entities import Param
-
             client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
             atomic.write_json(self.out / STATE_FILE, {"tracking_uri": uri, "run_id": self.run_id})
         self.client = client
@@ -117,7 +117,7 @@ class MlflowRun:
         for name in ARTIFACTS:
             if (self.out / name).is_file():
                 self.client.log_artifact(self.run_id, str(self.out / name))
-        self.client.set_terminated(self.run_id, status=_TERMINAL.get(status, "FINISHED"))
+        self.client.set_terminated(self.run_id, status=_TERMINAL.get(status, "FAILED"))  # "running": it died
 
 
 def attach_report(study: Path, report: Path) -> None:
@@ -125,15 +125,13 @@ def attach_report(study: Path, report: Path) -> None:
     states = [s for p in sorted(Path(study).glob(f"*/seed-*/{STATE_FILE}")) if (s := _read_state(p))]
     if not states:
         return
-    from .text import say
-
     try:
         from mlflow.tracking import MlflowClient
 
         for state in states:
             MlflowClient(tracking_uri=state["tracking_uri"]).log_artifact(state["run_id"], str(report))
     except Exception as e:  # noqa: BLE001  (the report is written; only its copy in MLflow is missing)
-        say(f"warning: the report was not logged to MLflow ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+        say(f"warning: the report was not logged to MLflow ({_short(e)})")
 
 
 def _experiment_id(client, name: str, artifacts: Path | None) -> str:
@@ -147,6 +145,12 @@ def _experiment_id(client, name: str, artifacts: Path | None) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+def _short(e: Exception) -> str:
+    """An exception as one short line: MLflow's messages run to paragraphs."""
+    first = (str(e).splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:200]}"
 
 
 def _read_state(path: Path) -> dict:

@@ -36,7 +36,7 @@ class RunLog:
         if cfg is not None and cfg.mlflow:
             from .mlflow_log import MlflowRun
 
-            self.mlflow = MlflowRun(cfg.mlflow, self.out, _run_name(self.out), tracker_params(cfg), self.warn)
+            self.mlflow = MlflowRun(cfg.mlflow, self.out, tracker_params(cfg), self.warn)
 
     def line(self, text: str, detail: bool = False) -> None:
         """A line for the terminal (stdout) and train.log; `detail` lines reach the terminal only with -v."""
@@ -102,7 +102,10 @@ class RunLog:
         final, step = tracker_metrics(summary), summary.epochs_run or 0
         variant = {"variant": summary.variant or self.cfg.model}  # what a study's runs are told apart by
         if self.tb is not None and summary.finished:
-            self.hparams(variant | tracker_params(self.cfg), final, step)
+            try:
+                self.hparams(variant | tracker_params(self.cfg), final, step)
+            except Exception as e:  # noqa: BLE001  (the run has finished and is written; only its hparams are missing)
+                self.warn(f"warning: TensorBoard got no hparams ({type(e).__name__}: {e})")
         if self.mlflow is not None:
             self.mlflow.finish(summary.status, final, step, variant)
 
@@ -134,12 +137,6 @@ def tracker_metrics(s: rundir.Summary) -> dict:
     return {"final/val_accuracy": s.restored_val_accuracy, "final/val_loss": s.restored_val_loss,
             "final/select_accuracy": s.restored_select_accuracy, "final/clean_train_accuracy": s.clean_train_accuracy,
             "final/gap": gap, "final/best_epoch": s.best_epoch, "final/epochs_run": s.epochs_run}
-
-
-def _run_name(out: Path) -> str:
-    """<variant>/seed-<seed> for a study's run, the folder's name for a single run."""
-    out = out.absolute()
-    return f"{out.parent.name}/{out.name}" if (out.parent.parent / "study.json").is_file() else out.name
 
 
 def _writer(out: Path, first_epoch: int, quiet: bool):
