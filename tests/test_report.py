@@ -30,7 +30,7 @@ from reglab.reports.ablation import render_ablation
 from reglab.reports.analysis import analyze
 from reglab.reports.common import COUNT, PCT, PP
 from reglab.reports.compare import render_compare
-from reglab.reports.document import esc, inline_html, plain, visible
+from reglab.reports.document import Document, esc, inline_html, plain, to_html, to_markdown, visible
 from reglab.reports.facts import load_study
 from reglab.reports.plots import mpl_text, plot_curves, plot_forest, plot_gap_grid
 from reglab.reports.single import render_single
@@ -351,6 +351,33 @@ def test_design_is_said_plainly(compare_study, tmp_path):
     assert an.accuracy[0].verdict in ("differs", "inconclusive")
     text = facts.design_text(load_study(root).runs, "selection split")
     assert "test accuracy: val/ evaluated once, selection on 947 held-out training images" in text
+
+
+def test_a_long_report_has_contents_then_opens_with_the_headline_table_and_verdicts(compare_study):
+    _, md_path, html_path = compare_study
+    md, html = md_path.read_text(), html_path.read_text()
+    headings = re.findall(r"^## (.+)$", md, flags=re.M)
+    opening = md.split("\n## ", 1)[0]  # the title, its opening paragraphs (a warning stays first), the contents
+    assert opening.split("\n\n")[-2] == "**Contents:**"
+    links = re.findall(r"^- \[(.+)\]\(#([^)]+)\)$", opening, flags=re.M)
+    assert [text for text, _ in links] == headings  # every section, in order
+    assert ("Summary of key differences", "summary-of-key-differences") in links
+    assert headings.index("Summary of key differences") < headings.index("Differences and verdicts") < headings.index(
+        "Runs") < headings.index("Models")
+    ids = re.findall(r'<h2 id="([^"]+)">', html)
+    nav = re.search(r'<nav class="contents">(.*?)</nav>', html, flags=re.S).group(1)
+    assert re.findall(r'<a href="#([^"]+)">', nav) == ids and html.index("<nav") < html.index("<h2")
+
+
+def test_a_short_document_has_no_contents_and_anchors_follow_github():
+    doc = Document("t")
+    for title in ("One", "Two (2)", "Model `a-b`"):
+        doc.h(1, title)
+    assert "Contents" not in to_markdown(doc) and "<nav" not in to_html(doc, Path("."))
+    doc.h(1, "Per-class accuracy: val/")
+    md = to_markdown(doc)
+    assert "- [Two (2)](#two-2)\n" in md and "- [Model `a-b`](#model-a-b)\n" in md
+    assert "- [Per-class accuracy: val/](#per-class-accuracy-val)\n" in md
 
 
 def test_terminal_table_shows_the_report_cells_without_markup(compare_study):
@@ -886,6 +913,9 @@ def test_ablation_report(tmp_path):
     assert {"figures/forest.png", "figures/forest-gap.png", "figures/gap.png",
             "figures/curves-no-dropout.png"} <= set(image_refs(md))
     assert 'id="ablation-differences"' in html
+    headings = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert headings.index("Variants") < headings.index("Differences from `full`") < headings.index("Runs")
+    assert "**Contents:**" in md and '<nav class="contents">' in html
     study = load_study(root, warn_stderr=False)
     an = analyze(study, "full")
     assert an.m == 4 and an.level == pytest.approx(0.9875)

@@ -22,6 +22,7 @@ Functions take a Config (or config settings as keywords) and plain arguments, ne
 check all of their input before any work (a bad value raises UserError, one line), and quiet=True silences
 everything but errors. A margin is in percentage points, as the --margin flag. `plugins` (--plugin): regularizer
 plugins to import first, module names or .py files (plugins.py); installed packages' plugins load by themselves.
+The setting mlflow="default" (or a tracking URI; --mlflow [URI]) also logs each run to MLflow (mlflow_log.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from . import atomic, benchmark, run, rundir, study
+from . import atomic, benchmark, mlflow_log, run, rundir, study
 from .config import MAX_SEED, Config, absolute_data, check_keys, resolve, valid_keys
 from .errors import UserError
 from .executors import Executor
@@ -66,6 +67,7 @@ def train(config: Config, out: str | Path, *, seeds: Seeds = 1, pack: int | str 
     overwrite: replace the run(s) there, once the new ones have their data and model."""
     load_all(plugins)
     cfg = resolve(config.to_dict())  # checked now, its data made absolute
+    mlflow_log.check_available(cfg.mlflow)
     pack = _pack(pack)
     if seeds == 1:
         return run.train(cfg, out, overwrite=overwrite, quiet=quiet, verbose=verbose)
@@ -83,6 +85,7 @@ def resume(folder: str | Path, *, plugins: Plugins = None, quiet: bool = False, 
     load_all(plugins)
     require(folder, "resume")
     changes = check_keys(changes, "the changes")
+    mlflow_log.check_available(changes.get("mlflow", ""))
     if "data" in changes:
         changes["data"] = absolute_data(changes["data"])
     if rundir.classify(folder) == "study":  # the seeds of train(seeds=...)
@@ -251,6 +254,7 @@ def _study_settings(settings: dict, plugins: Plugins, out: str | Path) -> dict:
         raise UserError("a study trains every seed in seeds=: give seeds=N with first_seed=S, or seeds=[...], "
                         "not seed=")
     cfg = resolve(settings)
+    mlflow_log.check_available(cfg.mlflow)
     return {k: cfg.value(k) for k in settings}
 
 
@@ -303,6 +307,7 @@ def _positives(name: str, values: Sequence[int] | int) -> list[int]:
 def _reporter(kind: str, margin: float | None, quiet: bool):
     """What a study calls to render its report once its runs are done (it holds the study's lock)."""
     def render(folder: Path) -> None:
-        render_report(folder, kind, quiet=quiet, locked=True, margin=_fraction(margin))
+        md, _ = render_report(folder, kind, quiet=quiet, locked=True, margin=_fraction(margin))
+        mlflow_log.attach_report(folder, md)  # to the runs that logged to MLflow (none: nothing is imported)
 
     return render

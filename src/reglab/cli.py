@@ -44,6 +44,7 @@ CONFIG_FLAGS = {
     "patience": "early_stopping_patience", "on_bad_image": "on_bad_image",
     "precision": "precision", "compile": "compile", "eval_batch_size": "eval_batch_size",
     "channels_last": "channels_last", "selection_split": "selection_split", "keep_last": "keep_last",
+    "mlflow": "mlflow",
 }
 
 
@@ -254,6 +255,9 @@ def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: 
     s.add_argument("--eval-batch-size", type=_positive_int, help="evaluation batch size (default 500)")
     s.add_argument("--keep-last", action="store_true", default=None, help="keep last.ckpt (weights and optimizer "
                    "state) after the run finishes, so it can be extended with --resume --epochs N")
+    s.add_argument("--mlflow", nargs="?", const="default", metavar="URI", help="also log each run to MLflow "
+                   "(pip install 'reglab[mlflow]'): alone, the SQLite store mlflow.db beside the study (or run) "
+                   "folder; else this tracking URI (default off)")
 
 
 def add_plugin_flag(p) -> None:

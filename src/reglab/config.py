@@ -44,6 +44,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 BAD_IMAGE_POLICIES: tuple[str, ...] = get_args(BadImagePolicy)
 # What torch.device accepts for the machines reglab runs on, plus auto (cuda, then mps, then cpu).
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?")
+MLFLOW_URI = re.compile(r"[a-z][a-z0-9+.-]*:\S+")  # a scheme: a bare path would be read from each worker's cwd
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch accepts it too
 CONFIG_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; a larger file is the wrong file (or /dev/zero)
 # Upper bounds on every size a model or a run is built from, far above any small classifier, so that a typo or a
@@ -125,6 +126,8 @@ class Config:
     eval_batch_size: int = 500
     # the run folder: keep last.ckpt (weights + optimizer state) after the run finishes, so it can be extended
     keep_last: bool = False
+    # the trackers: "" none but TensorBoard; "default" (MLflow's SQLite store beside the study) or a tracking URI
+    mlflow: str = ""
 
     def __init__(self, **values):
         """defaults < model preset < recipe < `values`; then validate. A plugin's setting may be given by name."""
@@ -235,6 +238,8 @@ class Config:
                 f"{self.schedule}; set --schedule onecycle or cosine, or --warmup-epochs 0")
         if self.warmup_epochs > self.epochs:
             bad("warmup_epochs", self.warmup_epochs, f"it must not exceed --epochs ({self.epochs})")
+        if self.mlflow not in ("", "default") and not MLFLOW_URI.fullmatch(self.mlflow):
+            bad("mlflow", self.mlflow, "give a tracking URI (sqlite:////abs/mlflow.db, http://host:5000) or default")
         if self.batchnorm and self.batch_size < 2:
             bad("batch_size", self.batch_size, "batch normalization needs at least 2 images a batch")
         return self
@@ -278,7 +283,7 @@ def _by_setting(values: dict) -> dict:
     return flat
 # Fields that change how fast a run goes or what its folder keeps, not what it computes: a finished run may be
 # reused, or a run resumed, across them.
-NON_RESULT_FIELDS = frozenset({"device", "eval_batch_size", "compile", "channels_last", "keep_last"})
+NON_RESULT_FIELDS = frozenset({"device", "eval_batch_size", "compile", "channels_last", "keep_last", "mlflow"})
 
 
 def _field_default(f):

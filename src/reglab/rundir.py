@@ -7,7 +7,8 @@ RUN_DIR/
   summary.json        results and provenance; `status`: running, interrupted, failed or finished
   metrics.csv         one row per epoch (METRIC_COLUMNS)
   train.log           the epoch lines and messages the terminal showed
-  events.out.tfevents.*  the same per-epoch values for TensorBoard
+  events.out.tfevents.*  the same per-epoch values for TensorBoard, and a finished run's hparams (runlog.py)
+  mlflow.json         where the run logs to MLflow and its MLflow run id (mlflow_log.py); only with --mlflow
   curves.png          loss and accuracy, train against the split that chooses
   best.safetensors    the restored best weights (on the choosing split's loss)
   last.ckpt           everything needed to resume (checkpoint.py); removed when the run finishes unless keep_last
@@ -56,8 +57,8 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 # the last epoch's values that summary.json repeats
 LAST_ROW = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "select_loss", "select_accuracy")
 RUN_FILES = frozenset({"config.yaml", "summary.json", "metrics.csv", "train.log", "curves.png", "best.safetensors",
-                       "last.ckpt", "predictions.npz", "samples.npz", "report.md", "report.html", "figures",
-                       "model.onnx", "model.pt"})  # the last four: `reglab report RUN_DIR` and `reglab export`
+                       "last.ckpt", "predictions.npz", "samples.npz", "mlflow.json", "report.md", "report.html",
+                       "figures", "model.onnx", "model.pt"})  # the last five: `reglab report RUN_DIR`, `reglab export`
 TENSORBOARD_PREFIX = "events.out.tfevents."
 WORST_IMAGES = 16  # the most confidently misclassified val images kept in predictions.npz
 

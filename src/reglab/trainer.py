@@ -182,7 +182,7 @@ class Trainer:
             for m in self.members:
                 m.writer.config(m.cfg)
                 m.writer.summary(self._summary(m, "running"))
-                m.log = RunLog(m.out, self.quiet, self.verbose, first_epoch=m.epoch)
+                m.log = RunLog(m.out, self.quiet, self.verbose, first_epoch=m.epoch, cfg=m.cfg)
             for k, m in enumerate(self.members):
                 if m.epoch == 0 and not m.done:
                     checkpoint.save_checkpoint(m.out / "last.ckpt", self._state(k))  # an epoch-1 interrupt resumes

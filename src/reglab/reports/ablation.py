@@ -170,9 +170,10 @@ def ablation(baseline: str = "full") -> Report:
     return Report(
         title=lambda study, an: f"reglab ablation against {esc(an.reference)}",
         reference=lambda study: resolve_baseline(study, baseline)[0],
-        sections=(sections.estimand, _intro, missing_baseline, sections.alerts, sections.design, sections.runs_section,
-                  _variants, _differences, sections.training_curves, sections.gap_figure, sections.augmentation,
-                  _conclusions, sections.how_to_read, provenance.setup_section),
+        # what matters first: the headline table and the verdicts, then the runs behind them
+        sections=(sections.estimand, _intro, missing_baseline, sections.alerts, sections.design, _variants,
+                  _differences, sections.runs_section, sections.training_curves, sections.gap_figure,
+                  sections.augmentation, _conclusions, sections.how_to_read, provenance.setup_section),
         terminal=_terminal,
     )
 

@@ -222,8 +222,9 @@ def conclusion(study: Study, an: Analysis) -> list[str]:
 COMPARE = Report(
     title=lambda study, an: f"reglab compare: {esc(' vs '.join(study.variants))}",
     reference=reference_variant,
-    sections=(sections.estimand, sections.generated, sections.alerts, sections.design, sections.runs_section,
-              key_differences, differences, models, curves_compared, sections.per_class, sections.mistakes,
+    # what matters first: the headline table and the verdicts, then the runs and models behind them
+    sections=(sections.estimand, sections.generated, sections.alerts, sections.design, key_differences, differences,
+              sections.runs_section, models, curves_compared, sections.per_class, sections.mistakes,
               sections.augmentation, conclusion_section, sections.how_to_read, provenance.setup_section),
     terminal=lambda study, an: (comparison_rows(study, an), "Summary of key differences" + (
         ": one seed on a side, no claim about the variants" if any(c.one_seed for c in an.accuracy) else "")),

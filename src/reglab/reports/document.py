@@ -7,6 +7,10 @@ variant names) must go through `esc` (or `code`) before it joins a block, so a `
 terminal escape sequence in a folder name is shown as itself and never changes the layout. The HTML loads
 nothing from the network: images are embedded as base64 data URIs, diagrams are inline SVG, the stylesheet is
 inline.
+
+A long document (CONTENTS_FROM top-level sections or more) gets a table of contents after its title and opening
+paragraphs (a warning there stays the first thing read), before its first section, in both renderers: a link to
+each top-level heading (its GitHub anchor in Markdown, its id in HTML).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..text import visible
 
 # Markdown's meaningful characters inside a line (GitHub: | tables, $ math, ~ strikethrough, & entities).
 _MD_SPECIAL = frozenset("\\`*_[]<>|$&~")
+CONTENTS_FROM = 4  # top-level sections; a shorter document is read without a table of contents
 _SAFE_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:=+/()-]*")
 
 
@@ -166,6 +171,11 @@ class Document:
     def diagram(self, mermaid: str, svg: str, caption: str = ""):
         self.blocks.append(Diagram(mermaid, svg, caption))
 
+    def contents(self) -> list[str]:
+        """The top-level headings a table of contents lists (none for a short document)."""
+        tops = [b.text for b in self.blocks if isinstance(b, Heading) and b.level == 1]
+        return tops if len(tops) >= CONTENTS_FROM else []
+
 
 # ------------------------------------------------------------------------------------------- Markdown
 
@@ -183,9 +193,21 @@ def _md_cell(text: str) -> str:
     return "".join(out)
 
 
+def _first_section(doc: Document) -> Heading | None:
+    """Where the table of contents goes: before the first top-level heading."""
+    return next((b for b in doc.blocks if isinstance(b, Heading) and b.level == 1), None)
+
+
+def _md_anchor(text: str) -> str:
+    """GitHub's anchor for a heading: its shown text lowercased, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", plain(text).lower()).replace(" ", "-")
+
+
 def to_markdown(doc: Document) -> str:
     out = [f"# {doc.title}", ""]
     for b in doc.blocks:
+        if b is _first_section(doc) and doc.contents():
+            out += ["**Contents:**", ""] + [f"- [{t}](#{_md_anchor(t)})" for t in doc.contents()] + [""]
         if isinstance(b, Heading):
             out += ["#" * (b.level + 1) + " " + b.text, ""]
         elif isinstance(b, Para):
@@ -225,6 +247,8 @@ figure { margin: 1.2em 0; }
 figure img, figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: .9em; font-style: italic; }
 .warning { background: #fff4e5; border-left: 4px solid #e8590c; padding: 8px 12px; }
+nav.contents { background: #f8f9fa; border: 1px solid #e5e5e5; padding: 6px 16px; margin: 1em 0; }
+nav.contents ul { margin: .3em 0; }
 """
 
 
@@ -239,6 +263,9 @@ def _data_uri(path: Path) -> str:
 def to_html(doc: Document, base_dir: Path) -> str:
     body = [f"<h1>{inline_html(doc.title)}</h1>"]
     for b in doc.blocks:
+        if b is _first_section(doc) and doc.contents():
+            links = "".join(f'<li><a href="#{_slug(t)}">{inline_html(t)}</a></li>' for t in doc.contents())
+            body.append(f'<nav class="contents"><strong>Contents</strong><ul>{links}</ul></nav>')
         if isinstance(b, Heading):
             n = min(b.level + 1, 6)
             body.append(f'<h{n} id="{_slug(b.text)}">{inline_html(b.text)}</h{n}>')
