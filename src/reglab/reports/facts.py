@@ -7,6 +7,12 @@ No run vanishes: failed, interrupted, damaged and at-chance runs are kept, named
 the report's alerts and on stderr. Failures are apart from performance: a variant's failed and at-chance runs are
 counted with an exact interval (`Variant.failures`), and everything about its performance is over the runs that
 learned (`Variant.learned`, `Variant.correctness()`), never over a sample with a peak at chance.
+
+Runs are grouped by what they are, not by their label alone: runs recorded under one variant name (a study's,
+`train(variant=...)`'s, or by default the model preset's) whose configurations differ in a setting that changes the
+result (Config.differences: every setting but the seed and NON_RESULT_FIELDS) or whose data differ are shown as the
+different variants they are, each named by the settings that tell them apart (`regularized [dropout=0.1]`), with
+an alert. A study plans runs that never differ (it refuses a folder trained otherwise), so its names stay.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import stats
+from ..config import FIELD_NAMES, NON_RESULT_FIELDS
 from ..data.folder import scan
 from ..data.identity import describe_change, identity
 from ..errors import UserError
@@ -345,9 +352,7 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{path / 'study.json'} is damaged ({e}); delete it to render from the runs "
                             "alone") from None
-    by_variant: dict[str, list[Run]] = {}
-    for run in scanned:
-        by_variant.setdefault(run.variant, []).append(run)
+    by_variant, split = group_runs(scanned)
     listed = [v for v in meta.get("variants", []) if v in by_variant]
     order = listed + sorted(set(by_variant) - set(listed))
     variants, unfinished = {}, {}
@@ -358,7 +363,83 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
         (variants if v.runs else unfinished)[name] = v
     study = Study(path, meta, variants, unfinished)
     _check(study, warn_stderr)
+    _alert_split(study, split, warn_stderr)
     return study
+
+
+# ------------------------------------------------------------------------------------------- grouping
+
+# What a run is, beyond its label: its resolved configuration without these, and its data (by fingerprint).
+NOT_WHAT_IT_IS = NON_RESULT_FIELDS | {"seed", "data"}
+
+
+def what_it_is(run: Run) -> dict:
+    """The settings that make a run what it is (config.yaml as recorded, plugin settings one by one), with its
+    data's fingerprint (else its path) as `data`."""
+    cfg = run.config if isinstance(run.config, dict) else {}
+    settings = {k: v for k, v in cfg.items() if k not in NOT_WHAT_IT_IS and k != "plugin_settings"}
+    plugins = cfg.get("plugin_settings")
+    settings.update(plugins if isinstance(plugins, dict) else {})
+    settings["data"] = run.summary.dataset.fingerprint or cfg.get("data")
+    return settings
+
+
+def differing(a: dict, b: dict) -> list[str]:
+    """The settings in which two runs' what_it_is differ: those both record, with different values, and a plugin
+    setting only one has (absent: neutral). A config field only one records is no difference: the other run is
+    older than the field."""
+    return sorted(k for k in set(a) | set(b) if (k in a and k in b and a[k] != b[k])
+                  or ((k in a) != (k in b) and k not in FIELD_NAMES))
+
+
+def group_runs(runs: list[Run]) -> tuple[dict[str, list[Run]], dict[str, list[tuple[str, list[str]]]]]:
+    """Runs by variant, a label whose runs are several things split into one variant each: ({variant: runs},
+    {label: [(new name, the settings that tell it apart)]}). A run that cannot be read (damaged) stays with its
+    label's first group."""
+    by_label: dict[str, list[Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.variant, []).append(run)
+    out, split = {}, {}
+    for label, members in by_label.items():
+        groups: list[tuple[dict, list[Run]]] = []
+        for run in members:
+            key = what_it_is(run)
+            home = next((g for g in groups if run.problem or not differing(g[0], key)), None)
+            if home is None:
+                groups.append((key, [run]))
+            else:
+                home[1].append(run)
+        if len(groups) == 1:
+            out[label] = members
+            continue
+        differ = sorted({k for g in groups for h in groups for k in differing(g[0], h[0])})
+        split[label] = []
+        for key, group in groups:
+            name = f"{label} [{', '.join(f'{k}={_shown(key.get(k))}' for k in differ)}]"
+            out[name] = [replace(r, summary=replace(r.summary, variant=name)) for r in group]
+            split[label].append((name, differ))
+    return out, split
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and len(value) > 12:  # a fingerprint or a path: its start tells them apart
+        return value[:12]
+    return str(value)
+
+
+def _alert_split(study: Study, split: dict, warn_stderr: bool) -> None:
+    """Say that a label held several configurations and how each is shown."""
+    for label, parts in split.items():
+        names = ", ".join(code(name) for name, _ in parts)
+        study.alerts.append(f"**Runs recorded as one variant are different things**: {code(label)} holds "
+                            f"{len(parts)} configurations (they differ in {', '.join(parts[0][1])}); they are shown "
+                            f"as the variants they are: {names}. Name each with `reglab.train(..., variant=...)` "
+                            "(`reglab train --variant`).")
+        if warn_stderr:
+            warn(f"runs recorded as variant {visible(label)} differ in {', '.join(parts[0][1])}: shown as "
+                 f"{len(parts)} variants")
 
 
 def load_run_study(run_dir, warn_stderr: bool = True) -> Study:
