@@ -155,3 +155,51 @@ def test_bn_flags(data, tmp_path, no_curve_plots, capfd):
     rc = main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--bn-momentum", "0", "--quiet"])
     assert "0.01 here" in one_line_error(capfd, rc, "bn_momentum")
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------------------ stale statistics
+
+
+def _stale_study(tmp_path, data, precise=False):
+    """A compare-shaped folder of tiny runs (2 seeds a side) whose regularized runs record what stale statistics
+    look like: few steps for momentum 0.01 (a tiny run has 3), and train mode far above eval mode."""
+    study = tmp_path / "study"
+    for model in ("basic", "regularized"):
+        for seed in (42, 43):
+            cfg = Config.preset(model, data=str(data), **{**TINY, "seed": seed, "precise_bn": precise})
+            reglab.train(cfg, study / model / f"seed-{seed}", quiet=True)
+    for seed in (42, 43):
+        file = study / "regularized" / f"seed-{seed}" / "summary.json"
+        summary = json.loads(file.read_text())
+        summary.update(train_accuracy=0.9, clean_train_accuracy=0.2)
+        file.write_text(json.dumps(summary))
+    return study
+
+
+def test_stale_batchnorm_is_named_and_no_verdict_is_read_into_it(data, tmp_path, no_curve_plots):
+    from dataclasses import replace
+
+    from reglab.reports.analysis import Comparison, analyze, verdict_text, verdict_word
+
+    study = load_study(_stale_study(tmp_path, data), warn_stderr=False)
+    stale = study.variants["regularized"].bn_stale
+    assert [f.seed for f in stale] == [42, 43] and not study.variants["basic"].bn_stale
+    assert stale[0].bn_stale["steps"] == 3 and stale[0].bn_stale["left"] == pytest.approx(0.99 ** 3)
+    alert = next(a for a in study.alerts if "BatchNorm statistics stale" in a)
+    assert "97% of the initial statistics" in alert and "--precise-bn" in alert and "--bn-momentum 0.1" in alert
+    c = analyze(study, "basic").get("accuracy", "regularized")
+    assert c.bn_stale == ["regularized"]
+    assert "not a verdict on the regularizers" in verdict_text(c) and "--precise-bn" in verdict_word(c)
+    differs = Comparison("accuracy", "regularized", "basic", 0.975, 0.01, diff=-0.25, lo=-0.3, hi=-0.2,
+                         verdict="differs", at_least=0.2, n_seeds=(2, 2), bn_stale=["regularized"])
+    assert verdict_text(differs).startswith("**BatchNorm statistics stale** in `regularized`: not a verdict on the "
+                                            "regularizers")
+    assert verdict_word(differs).startswith("no verdict") and "lower" in verdict_word(replace(differs, bn_stale=[]))
+    md, _ = reglab.report(tmp_path / "study", quiet=True)
+    assert md.read_text().count("BatchNorm statistics stale") >= 2  # the alert, and the verdicts
+
+
+def test_precise_bn_runs_are_not_called_stale(data, tmp_path, no_curve_plots):
+    study = load_study(_stale_study(tmp_path, data, precise=True), warn_stderr=False)
+    assert not study.variants["regularized"].bn_stale
+    assert not any("BatchNorm" in a for a in study.alerts)

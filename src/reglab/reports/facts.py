@@ -13,6 +13,11 @@ Runs are grouped by what they are, not by their label alone: runs recorded under
 result (Config.differences: every setting but the seed and NON_RESULT_FIELDS) or whose data differ are shown as the
 different variants they are, each named by the settings that tell them apart (`regularized [dropout=0.1]`), with
 an alert. A study plans runs that never differ (it refuses a folder trained otherwise), so its names stay.
+
+Stale BatchNorm statistics are named from recorded facts only (`bn_staleness`): too few optimizer steps for the
+momentum to forget the initial running statistics, and a network that does well in train mode and badly in eval
+mode. Its eval-mode numbers measure those statistics, not the regularizers: an alert says so and what to rerun,
+and analysis.py flags every verdict that involves it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class RunFacts:
     stopped_early: bool
     best_epoch: float
     chosen_on: str
+    bn_stale: dict | None = None  # bn_staleness(run)
 
     @property
     def variant(self) -> str:
@@ -155,7 +161,42 @@ def run_facts(run: Run) -> RunFacts:
         gap_measured=measured, correctness=correctness, predictions=pred, chance_p=chance["p"],
         at_chance=bool(reasons), chance_reason="; ".join(reasons),
         epochs_run=s.epochs_run or 0, epochs_max=run.epochs_max, stopped_early=s.stopped_early,
-        best_epoch=_num(s.best_epoch), chosen_on=s.chosen_on)
+        best_epoch=_num(s.best_epoch), chosen_on=s.chosen_on, bn_stale=bn_staleness(run))
+
+
+# A run's BatchNorm statistics are stale when more than this fraction of their initial values is left at the restored
+# epoch ((1 - momentum) ** steps: Keras's 0.99 over ~300 steps) and its running training accuracy (train mode, batch
+# statistics) is at least STALE_DROP above its clean training accuracy (eval mode, running statistics), although
+# augmentation and dropout hold the former down.
+STALE_LEFT = 0.05
+STALE_DROP = 0.05
+STALE_ADVICE = ("rerun with `--precise-bn` (re-estimates the statistics before the evaluation) or `--bn-momentum 0.1`")
+
+
+def bn_staleness(run: Run) -> dict | None:
+    """{momentum, steps, left, train, clean} when the run's BatchNorm statistics look stale (see STALE_LEFT), else
+    None; also None without BatchNorm, with --precise-bn, or without the facts (an older run)."""
+    cfg, s = run.config if isinstance(run.config, dict) else {}, run.summary
+    if cfg.get("batchnorm") is not True or cfg.get("precise_bn") is True:
+        return None
+    m, batch, used = cfg.get("bn_momentum"), cfg.get("batch_size"), s.dataset.train_used
+    train, clean, best = _num(s.train_accuracy), _num(s.clean_train_accuracy), _num(s.best_epoch)
+    if not (isinstance(m, (int, float)) and 0 < m <= 1 and isinstance(batch, int) and batch > 0 and used
+            and math.isfinite(train) and math.isfinite(clean) and math.isfinite(best)):
+        return None
+    steps = math.ceil(used / batch) * int(best)
+    left = (1 - m) ** steps
+    if left < STALE_LEFT or train - clean < STALE_DROP:
+        return None
+    return dict(momentum=float(m), steps=steps, left=left, train=train, clean=clean)
+
+
+def stale_text(f: RunFacts) -> str:
+    """Why a run's BatchNorm statistics look stale, in numbers (markup)."""
+    b = f.bn_stale
+    return (f"seed {f.seed}: momentum {b['momentum']:g} (Keras's {1 - b['momentum']:g}) over {b['steps']:,} optimizer "
+            f"steps leaves {RATE(b['left'])} of the initial statistics; running training accuracy {PCT(b['train'])} "
+            f"in train mode against {PCT(b['clean'])} clean in eval mode")
 
 
 def class_names(run: Run, num_classes: int) -> list[str]:
@@ -239,6 +280,11 @@ class Variant:
         failed = [r for r in self.others if r.status == "failed"]
         return stats.failure_rate(len(self.runs) - len(self.learned) + len(failed), len(self.runs) + len(failed),
                                   CONFIDENCE)
+
+    @property
+    def bn_stale(self) -> list[RunFacts]:
+        """Its finished runs whose BatchNorm statistics look stale (bn_staleness)."""
+        return [f for f in self.runs if f.bn_stale]
 
     def correctness(self) -> np.ndarray | None:
         """Bool (learned seeds, images) from predictions.npz, the input of the variant-level statistics; None when
@@ -471,6 +517,14 @@ def _check(study: Study, warn_stderr: bool) -> None:
             if study.single:  # a study lists them in its runs section
                 study.alerts.append(f"this run is **at chance**: {f.chance_reason}.")
             lines.append(f"run {f.run.path} is at chance: {plain(f.chance_reason)}")
+    for v in study.variants.values():
+        if v.bn_stale:
+            study.alerts.append(f"**BatchNorm statistics stale** in {code(v.name)}: "
+                                f"{'; '.join(stale_text(f) for f in v.bn_stale)}. Its eval-mode numbers (the "
+                                "headline accuracy, the gap) measure those statistics, not the regularizers, and no "
+                                f"verdict involving it is one on the regularizers: {STALE_ADVICE}.")
+            lines.append(f"BatchNorm statistics of {v.name} look stale (few steps for the momentum, train mode well "
+                         "above eval mode): rerun with --precise-bn or --bn-momentum 0.1")
     prints = {}
     for f in study.runs:
         fp = f.summary.dataset.fingerprint
