@@ -60,19 +60,22 @@ def load_plugins(specs: list[str] | str) -> None:
 
 
 def train(config: Config, out: str | Path, *, seeds: Seeds = 1, pack: int | str = "auto", overwrite: bool = False,
-          plugins: Plugins = None, quiet: bool = False, verbose: bool = False) -> Summary | dict[Path, Summary]:
+          variant: str | None = None, plugins: Plugins = None, quiet: bool = False,
+          verbose: bool = False) -> Summary | dict[Path, Summary]:
     """Train `config` into the run folder `out` and return its summary (also out/summary.json). seeds=N trains N
-    seeds from config.seed (a list: exactly those), each into out/<model>/seed-<seed>/, `pack` seeds to one
+    seeds from config.seed (a list: exactly those), each into out/<variant>/seed-<seed>/, `pack` seeds to one
     packed network (a number, "auto": on CUDA as many as fit, or "off"), and returns {run folder: summary}.
-    overwrite: replace the run(s) there, once the new ones have their data and model."""
+    variant: the name of what the run is (e.g. "dropout=0.1"; default: the model preset), recorded in it: a report
+    over a folder of such runs shows one variant per name (and per configuration). overwrite: replace the run(s)
+    there, once the new ones have their data and model."""
     load_all(plugins)
     cfg = resolve(config.to_dict())  # checked now, its data made absolute
     mlflow_log.check_available(cfg.mlflow)
-    pack = _pack(pack)
+    pack, variant = _pack(pack), _variant(variant)
     if seeds == 1:
-        return run.train(cfg, out, overwrite=overwrite, quiet=quiet, verbose=verbose)
+        return run.train(cfg, out, overwrite=overwrite, variant=variant, quiet=quiet, verbose=verbose)
     return study.train_seeds(cfg, _seed_list(seeds, cfg.seed), out, pack, overwrite=overwrite, quiet=quiet,
-                             verbose=verbose)
+                             verbose=verbose, variant=variant)
 
 
 def resume(folder: str | Path, *, plugins: Plugins = None, quiet: bool = False, verbose: bool = False,
@@ -279,6 +282,16 @@ def _pack(pack: int | str) -> int | str:
     if pack in ("auto", "off") or (isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1):
         return pack
     raise UserError(f"invalid pack {pack!r}; give a number of seeds per packed network, auto or off")
+
+
+def _variant(name: str | None) -> str | None:
+    """A variant's name: printable text that can name a folder (train(seeds=N) puts it in the path)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip() or not name.isprintable() or len(name) > 100 \
+            or any(c in name for c in "/\\") or name in (".", ".."):
+        raise UserError(f"invalid variant {name!r}; give a short name without slashes, e.g. dropout=0.1")
+    return name
 
 
 def _fraction(margin: float | None) -> float | None:

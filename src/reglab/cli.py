@@ -45,6 +45,7 @@ CONFIG_FLAGS = {
     "precision": "precision", "compile": "compile", "eval_batch_size": "eval_batch_size",
     "channels_last": "channels_last", "selection_split": "selection_split", "keep_last": "keep_last",
     "mlflow": "mlflow",
+    "bn_momentum": "bn_momentum", "precise_bn": "precise_bn",
 }
 
 
@@ -234,6 +235,14 @@ def add_training_flags(p: argparse.ArgumentParser, with_model: bool, seed_help: 
                    "improvement)")
     o.add_argument("--warmup-epochs", type=_rate, help="linear warm-up of onecycle/cosine (default 0)")
     o.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 7; 0 disables)")
+    b = p.add_argument_group("BatchNorm statistics (a model without BatchNorm ignores them)")
+    b.add_argument("--bn-momentum", type=_number, metavar="M", help="running-statistics update rate, PyTorch's "
+                   "convention: Keras's momentum 0.99 is 0.01 here (default 0.01, the notebook's; fast recipe 0.1). "
+                   "With few optimizer steps 0.01 leaves (1-M)^steps of the initial statistics: try 0.1")
+    b.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None, help="before the final "
+                   "evaluation, re-estimate the restored weights' BatchNorm statistics on the clean training sample "
+                   "(no augmentation; dropout off; in batches of --batch-size); the epoch-end evaluations that choose "
+                   "keep training's statistics (default off, the notebook's way)")
     r = p.add_argument_group("regularizers (default: the --model preset's; beyond-notebook ones off)")
     for s in _regularizer_settings(lambda r: not r.plugin and r.stage != "model"):
         add_regularizer_flag(r, s)
@@ -326,7 +335,7 @@ def cmd_train(args) -> int:
         cfg = resolve(explicit_settings(args))
         check_seed_flags(args)
         results = api.train(cfg, args.out, seeds=args.seeds, pack=args.pack, overwrite=args.overwrite,
-                            plugins=args.plugins, quiet=args.quiet, verbose=args.verbose)
+                            variant=args.variant, plugins=args.plugins, quiet=args.quiet, verbose=args.verbose)
     if not isinstance(results, dict):  # one run folder
         results = {Path(args.resume or args.out): results}
     code = 0
@@ -479,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (or extend one with --epochs N)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out (only once the new one has "
                    "its data and model)")
+    t.add_argument("--variant", metavar="NAME", help="what the run is, recorded in it, e.g. dropout=0.1: a report "
+                   "shows one variant per name and configuration (default: the --model preset)")
     t.add_argument("--seeds", type=_seeds, default=1, metavar="N|LIST", help="N seeds from --seed (default 1: one "
                    "run in --out), or exactly these: 1,2,7; several go to OUT/<model>/seed-<seed>/")
     add_pack_flag(t)

@@ -114,6 +114,9 @@ class Config:
     # BatchNorm running-stat update rate, PyTorch convention: Keras's momentum 0.99 is 0.01 here. With few steps
     # per epoch (large batches) 0.01 leaves the running stats far behind the weights; the fast recipe uses 0.1.
     bn_momentum: float = 0.01
+    # "precise BN": before the final evaluation, re-estimate the BatchNorm statistics of the restored weights on the
+    # clean training sample (evaluate.precise_bn). Off in the seed recipe (the notebook's eval-mode statistics).
+    precise_bn: bool = False
     # (here: one field per built-in regularizer setting, from regularizers.BUILTINS, each off by default; the model
     # presets turn the notebook's three on)
     # the settings of plugin regularizers that are not neutral: {setting: value}

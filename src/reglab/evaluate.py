@@ -7,17 +7,24 @@ generalization gap; `sample_images` the few training images a run folder keeps a
 How: in eval mode, in large batches, from uint8 images already on the device, losses and counts accumulated on
 the device and read once. `evaluate_cohort` evaluates every member of a packed cohort at once on its own images
 (each epoch end); `evaluate` one ordinary network, and `evaluate_restored` the restored best weights at the end
-on everything the summary reports. A signal (inside signals.graceful()) ends any of them early: the caller checks
-`signals.requested`.
+on everything the summary reports. `precise_bn` ("precise BN", --precise-bn) re-estimates a restored network's
+BatchNorm statistics from its weights before that final evaluation (not before each epoch's, which chooses with
+the statistics training kept, as Keras does). A signal (inside signals.graceful()) ends any of them early: the
+caller checks `signals.requested`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import signals
+from .checkpoint import save_weights
+from .config import Config
 from .data.loader import DeviceLoader, batch_bounds, to_float
 from .device import autocast
 from .errors import UserError
@@ -131,6 +138,37 @@ def evaluate_cohort(cohort: Cohort, split: DeviceLoader, own: list[np.ndarray] |
             correct += (logits.argmax(2) == y).sum(0)
             bar.advance(task)
     return (loss_sum / n).cpu().numpy(), correct.cpu().numpy(), n
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, images: DeviceLoader, cfg: Config, precision: str, best: Path) -> nn.Module:
+    """With cfg.precise_bn, `model`'s BatchNorm running statistics recomputed from its weights: the equal-weight
+    average over the batches of `images` (a run's clean training sample: no augmentation) in a seeded order, in
+    batches of the training batch size, every other layer in eval mode (dropout off), so that nothing depends on
+    the statistics training left (with the notebook's momentum, a small budget leaves much of their initial value)
+    nor on any random state: a resumed run gets the same numbers. The statistics are saved into `best` when that
+    file exists (predict and export use them). Returns `model`, in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not cfg.precise_bn or not norms:
+        return model
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: every batch counts once
+        bn.train()
+    order = images.index[torch.from_numpy(np.random.default_rng([cfg.seed, 3]).permutation(images.num_images))
+                         .to(images.device)]
+    for start, end in batch_bounds(images.num_images, cfg.batch_size):
+        if end - start >= 2:  # a batch of one has no variance (BatchNorm refuses it, as in training)
+            x = to_float(images.images.index_select(0, order[start:end]), cfg.channels_last)
+            with autocast(precision, images.device):
+                model(x)
+    for bn in norms:
+        bn.momentum = cfg.bn_momentum
+    model.eval()
+    if best.exists():
+        save_weights(best, model.state_dict())
+    return model
 
 
 def evaluate_restored(model, val: DeviceLoader, clean: DeviceLoader, select: DeviceLoader | None, precision: str,

@@ -127,6 +127,15 @@ def train(cfg: Config | None, out: str | Path, data: Data | DataFiles | None = N
     return train_cohort([cfg], [out], data, [resume], overwrite, changes, [variant], quiet, verbose)[0]
 
 
+def _recorded_variant(out: Path) -> str | None:
+    """The variant a run folder recorded (train(variant=...)): a resumed run stays what it was. None when it has
+    no readable summary (its checkpoint still resumes it)."""
+    try:
+        return rundir.read_summary(out).variant
+    except UserError:
+        return None
+
+
 def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data | DataFiles | None = None,
                  resume: list[bool] | None = None, overwrite: bool = False, changes: dict | None = None,
                  variants: list[str | None] | None = None, quiet: bool = False,
@@ -135,7 +144,7 @@ def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data |
     Returns the summaries in the order given; a finished run that is asked to resume is returned as it is."""
     outs = [Path(o) for o in outs]
     resume = resume or [False] * len(outs)
-    variants = variants or [None] * len(outs)
+    variants = list(variants or [None] * len(outs))
     summaries: list[rundir.Summary | None] = [None] * len(outs)
     todo: dict[int, TrainJob] = {}  # position -> its job
     for i, (cfg, out) in enumerate(zip(cfgs, outs)):
@@ -145,6 +154,7 @@ def train_cohort(cfgs: list[Config | None], outs: list[str | Path], data: Data |
         saved, extensions = None, []
         if resume[i]:
             cfg, saved, extensions = _resume_plan(out, kind, changes or {})
+            variants[i] = variants[i] or _recorded_variant(out)
             if rundir.is_finished(out) and not extensions:
                 if not quiet:
                     print(f"{out} is already finished; nothing to resume.", flush=True)

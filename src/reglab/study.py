@@ -314,13 +314,13 @@ def _say_results(unit: Unit, summaries: list[rundir.Summary], quiet: bool) -> No
 
 
 def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str = "auto", overwrite: bool = False,
-                quiet: bool = False, verbose: bool = False) -> dict[Path, rundir.Summary]:
+                quiet: bool = False, verbose: bool = False, variant: str | None = None) -> dict[Path, rundir.Summary]:
     """`reglab train --seeds`: the seeds of one config into OUT/<model>/seed-<seed>/, packed into cohorts. The
     plan (config, seeds, cohort size) goes into OUT/study.json first, so `train --resume OUT` finishes every
     planned seed, also those an interruption kept from starting. Returns {run folder: summary}."""
     out = Path(out)
     check_out(out)
-    jobs = plan(cfg.to_dict(), {cfg.model: {"model": cfg.model}}, seeds, out)
+    jobs = plan(cfg.to_dict(), {variant or cfg.model: {"model": cfg.model}}, seeds, out)
     for job in jobs:
         if rundir.classify(job.run_dir) not in ("absent", "empty") and not overwrite:
             raise UserError(f"{job.run_dir} already holds a run; use --resume {out} to continue these seeds, "
@@ -330,18 +330,18 @@ def train_seeds(cfg: Config, seeds: list[int], out: str | Path, pack: int | str 
     size = pack_size(pack, cfg, device, files, len(seeds))
     data = prepare_data(cfg, device, files, members=size, quiet=quiet)
     with lock.hold(out, "study folder"):
-        write_seeds_plan(out, cfg, seeds, size)
+        write_seeds_plan(out, cfg, seeds, size, variant or cfg.model)
         return _train_here(out, units_of(jobs, size, overwrite=overwrite), data, quiet, verbose)
 
 
-def write_seeds_plan(out: Path, cfg: Config, seeds: list[int], pack: int) -> None:
+def write_seeds_plan(out: Path, cfg: Config, seeds: list[int], pack: int, variant: str) -> None:
     atomic.write_json(out / "study.json", {
-        "kind": "train", "reglab": __version__, "command": command_line(), "variants": [cfg.model],
+        "kind": "train", "reglab": __version__, "command": command_line(), "variants": [variant],
         "seeds": list(seeds), "pack": pack, "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"}})
 
 
-def read_seeds_plan(folder: Path) -> tuple[Config, list[int], int] | None:
-    """(config, seeds, cohort size) that `train --seeds` recorded in FOLDER/study.json; None for a folder
+def read_seeds_plan(folder: Path) -> tuple[Config, list[int], int, str] | None:
+    """(config, seeds, cohort size, variant) that `train --seeds` recorded in FOLDER/study.json; None for a folder
     written before plans were recorded."""
     meta = rundir.read_study_file(folder, "it records which seeds to train: restore it, or train the seeds again "
                                           "into a new --out")
@@ -351,10 +351,11 @@ def read_seeds_plan(folder: Path) -> tuple[Config, list[int], int] | None:
         seeds = [int(s) for s in meta["seeds"]]
         cfg = from_dict({**meta["config"], "seed": seeds[0]})
         pack = max(1, int(meta.get("pack", 1)))
+        variant = str(meta.get("variants", [cfg.model])[0])
     except (KeyError, TypeError, ValueError, IndexError, UserError) as e:
         raise UserError(f"{folder / 'study.json'} is damaged ({type(e).__name__}: {e}); restore it, or train the "
                         "seeds again into a new --out") from None
-    return cfg, seeds, pack
+    return cfg, seeds, pack, variant
 
 
 def resume_folder(folder: str | Path, changes: dict, quiet: bool = False,
@@ -368,8 +369,8 @@ def resume_folder(folder: str | Path, changes: dict, quiet: bool = False,
         jobs = [Job(p.parent.name, None, p) for p in sorted(folder.glob("*/seed-*")) if p.is_dir()]
         pack = 1
     else:
-        cfg, seeds, pack = recorded
-        jobs = plan(cfg.to_dict(), {cfg.model: {"model": cfg.model}}, seeds, folder)
+        cfg, seeds, pack, variant = recorded
+        jobs = plan(cfg.to_dict(), {variant: {"model": cfg.model}}, seeds, folder)
     extend = "epochs" in changes
     pending = [j for j in jobs if extend or not rundir.is_finished(j.run_dir)]
     if not pending:

@@ -7,8 +7,8 @@ epoch, so nothing inside an epoch waits for the GPU. At each epoch end, for ever
 evaluate the split that chooses (val/, or its held-out selection split), run its Keras callbacks, write its
 metrics row, its best weights when its loss improves and its last.ckpt. A member that stops (early stopping,
 its epoch cap, a non-finite loss) is frozen: its weights, optimizer state, BatchNorm statistics and EMA no
-longer change. At the end each member is restored to its best weights as an ordinary network and evaluated on
-val/ and on a clean sample of its training images.
+longer change. At the end each member is restored to its best weights as an ordinary network (with --precise-bn,
+its BatchNorm statistics re-estimated) and evaluated on val/ and on a clean sample of its training images.
 
 The packed layout is packed.Cohort's, what last.ckpt holds checkpoint.py's, the other files of a run folder
 rundir.RunWriter's, and the evaluations evaluate.py's.
@@ -32,7 +32,7 @@ from .data.augment import augmented_draws
 from .data.loader import DeviceLoader, batch_bounds, shuffled_batches
 from .device import pick_precision
 from .errors import UserError
-from .evaluate import evaluate_cohort, evaluate_restored, sample_images, split_selection, stratified_sample
+from .evaluate import evaluate_cohort, evaluate_restored, precise_bn, sample_images, split_selection, stratified_sample
 from .models import count_params, layer_table
 from .packed import seeded_models
 from .progress import progress
@@ -316,8 +316,9 @@ class Trainer:
 
     def _finish_member(self, k: int) -> rundir.Summary:
         m, cfg = self.members[k], self.members[k].cfg
-        model = checkpoint.best_model(m.out / "best.safetensors", cfg, len(self.data.classes), self.device,
-                                      self.cohort.evaluated_state(k), save=not m.failure)
+        model = precise_bn(checkpoint.best_model(m.out / "best.safetensors", cfg, len(self.data.classes), self.device,
+                                                 self.cohort.evaluated_state(k), save=not m.failure),
+                           self.train.subset(m.clean_idx), cfg, self.precision, m.out / "best.safetensors")
         results, probs = evaluate_restored(model, self.val, self.train.subset(m.clean_idx),
                                            self.train.subset(m.select_idx) if len(m.select_idx) else None,
                                            self.precision, cfg.channels_last, self.quiet)

@@ -37,7 +37,7 @@ from .. import stats
 from .common import (ACC_BOUNDS, CONFIDENCE, COUNT, NAN, NONNEG, PCT, PP, RATE, SECONDS, Fmt, fmt_level, fmt_margin,
                      pp_abs)
 from .document import code
-from .facts import RunFacts, Study, Variant
+from .facts import STALE_ADVICE, RunFacts, Study, Variant
 
 POWER = 0.8  # the probability a planned study reaches its verdict
 ONE_SEED = "one seed on a side"
@@ -221,6 +221,7 @@ class Comparison:
     not_ranked: bool = False
     sup: dict | None = None  # P(a seed of variant beats one of reference), on these val images
     seeds: list[float] = field(default_factory=list)  # each learned seed of variant minus the reference's mean
+    bn_stale: list[str] = field(default_factory=list)  # the sides whose BatchNorm statistics look stale
 
     @property
     def has_interval(self) -> bool:
@@ -296,7 +297,8 @@ def _why_no_claim(V: Variant, R: Variant, metric: str) -> str:
 def _compare(V: Variant, R: Variant, metric: str, level: float, margin: float, power: float,
              plan: bool = True) -> Comparison:
     key = "acc" if metric == "accuracy" else "gap"
-    c = Comparison(metric, V.name, R.name, level, margin, not_ranked=V.at_chance and R.at_chance)
+    c = Comparison(metric, V.name, R.name, level, margin, not_ranked=V.at_chance and R.at_chance,
+                   bn_stale=[v.name for v in (V, R) if v.bn_stale])
     a, b = [f.value(key) for f in V.learned], [f.value(key) for f in R.learned]
     c.n_seeds = (len(a), len(b))
     if a and b:
@@ -348,7 +350,16 @@ def _direction(c: Comparison) -> tuple[str, str]:
 
 
 def verdict_text(c: Comparison) -> str:
-    """The verdict, read off the interval shown beside it (markup)."""
+    """The verdict, read off the interval shown beside it (markup); with stale BatchNorm statistics on a side, said
+    to be no verdict on the regularizers first."""
+    text = _verdict_text(c)
+    if c.bn_stale:
+        return (f"**BatchNorm statistics stale** in {', '.join(code(n) for n in c.bn_stale)}: not a verdict on the "
+                f"regularizers; {STALE_ADVICE} (the interval alone reads: {text})")
+    return text
+
+
+def _verdict_text(c: Comparison) -> str:
     V, R = code(c.variant), code(c.reference)
     if c.not_ranked:
         return f"**not ranked**: {V} and {R} are both at chance"
@@ -374,6 +385,8 @@ def _close_call(c: Comparison) -> str:
 
 def verdict_word(c: Comparison) -> str:
     """The verdict in a few words, for the terminal and table cells."""
+    if c.bn_stale:
+        return "no verdict: BatchNorm statistics stale (rerun with --precise-bn)"
     if c.not_ranked:
         return "not ranked (both at chance)"
     if c.verdict == "differs":

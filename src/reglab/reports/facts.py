@@ -7,18 +7,30 @@ No run vanishes: failed, interrupted, damaged and at-chance runs are kept, named
 the report's alerts and on stderr. Failures are apart from performance: a variant's failed and at-chance runs are
 counted with an exact interval (`Variant.failures`), and everything about its performance is over the runs that
 learned (`Variant.learned`, `Variant.correctness()`), never over a sample with a peak at chance.
+
+Runs are grouped by what they are, not by their label alone: runs recorded under one variant name (a study's,
+`train(variant=...)`'s, or by default the model preset's) whose configurations differ in a setting that changes the
+result (Config.differences: every setting but the seed and NON_RESULT_FIELDS) or whose data differ are shown as the
+different variants they are, each named by the settings that tell them apart (`regularized [dropout=0.1]`), with
+an alert. A study plans runs that never differ (it refuses a folder trained otherwise), so its names stay.
+
+Stale BatchNorm statistics are named from recorded facts only (`bn_staleness`): too few optimizer steps for the
+momentum to forget the initial running statistics, and a network that does well in train mode and badly in eval
+mode. Its eval-mode numbers measure those statistics, not the regularizers: an alert says so and what to rerun,
+and analysis.py flags every verdict that involves it.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import rundir, stats
+from ..config import FIELD_NAMES, NON_RESULT_FIELDS
 from ..data.folder import scan
 from ..data.identity import describe_change, identity
 from ..errors import UserError
@@ -54,6 +66,7 @@ class RunFacts:
     stopped_early: bool
     best_epoch: float
     chosen_on: str
+    bn_stale: dict | None = None  # bn_staleness(run)
 
     @property
     def variant(self) -> str:
@@ -148,7 +161,42 @@ def run_facts(run: Run) -> RunFacts:
         gap_measured=measured, correctness=correctness, predictions=pred, chance_p=chance["p"],
         at_chance=bool(reasons), chance_reason="; ".join(reasons),
         epochs_run=s.epochs_run or 0, epochs_max=run.epochs_max, stopped_early=s.stopped_early,
-        best_epoch=_num(s.best_epoch), chosen_on=s.chosen_on)
+        best_epoch=_num(s.best_epoch), chosen_on=s.chosen_on, bn_stale=bn_staleness(run))
+
+
+# A run's BatchNorm statistics are stale when more than this fraction of their initial values is left at the restored
+# epoch ((1 - momentum) ** steps: Keras's 0.99 over ~300 steps) and its running training accuracy (train mode, batch
+# statistics) is at least STALE_DROP above its clean training accuracy (eval mode, running statistics), although
+# augmentation and dropout hold the former down.
+STALE_LEFT = 0.05
+STALE_DROP = 0.05
+STALE_ADVICE = ("rerun with `--precise-bn` (re-estimates the statistics before the evaluation) or `--bn-momentum 0.1`")
+
+
+def bn_staleness(run: Run) -> dict | None:
+    """{momentum, steps, left, train, clean} when the run's BatchNorm statistics look stale (see STALE_LEFT), else
+    None; also None without BatchNorm, with --precise-bn, or without the facts (an older run)."""
+    cfg, s = run.config if isinstance(run.config, dict) else {}, run.summary
+    if cfg.get("batchnorm") is not True or cfg.get("precise_bn") is True:
+        return None
+    m, batch, used = cfg.get("bn_momentum"), cfg.get("batch_size"), s.dataset.train_used
+    train, clean, best = _num(s.train_accuracy), _num(s.clean_train_accuracy), _num(s.best_epoch)
+    if not (isinstance(m, (int, float)) and 0 < m <= 1 and isinstance(batch, int) and batch > 0 and used
+            and math.isfinite(train) and math.isfinite(clean) and math.isfinite(best)):
+        return None
+    steps = math.ceil(used / batch) * int(best)
+    left = (1 - m) ** steps
+    if left < STALE_LEFT or train - clean < STALE_DROP:
+        return None
+    return dict(momentum=float(m), steps=steps, left=left, train=train, clean=clean)
+
+
+def stale_text(f: RunFacts) -> str:
+    """Why a run's BatchNorm statistics look stale, in numbers (markup)."""
+    b = f.bn_stale
+    return (f"seed {f.seed}: momentum {b['momentum']:g} (Keras's {1 - b['momentum']:g}) over {b['steps']:,} optimizer "
+            f"steps leaves {RATE(b['left'])} of the initial statistics; running training accuracy {PCT(b['train'])} "
+            f"in train mode against {PCT(b['clean'])} clean in eval mode")
 
 
 def class_names(run: Run, num_classes: int) -> list[str]:
@@ -232,6 +280,11 @@ class Variant:
         failed = [r for r in self.others if r.status == "failed"]
         return stats.failure_rate(len(self.runs) - len(self.learned) + len(failed), len(self.runs) + len(failed),
                                   CONFIDENCE)
+
+    @property
+    def bn_stale(self) -> list[RunFacts]:
+        """Its finished runs whose BatchNorm statistics look stale (bn_staleness)."""
+        return [f for f in self.runs if f.bn_stale]
 
     def correctness(self) -> np.ndarray | None:
         """Bool (learned seeds, images) from predictions.npz, the input of the variant-level statistics; None when
@@ -337,9 +390,7 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
             f" (expected {path}/<variant>/seed-<seed>/summary.json)"
         raise UserError(f"no finished runs under {path}{found}; run compare or ablate first")
     meta = rundir.read_study_file(path, "delete it to render from the runs alone") or {}
-    by_variant: dict[str, list[Run]] = {}
-    for run in scanned:
-        by_variant.setdefault(run.variant, []).append(run)
+    by_variant, split = group_runs(scanned)
     listed = [v for v in meta.get("variants", []) if v in by_variant]
     order = listed + sorted(set(by_variant) - set(listed))
     variants, unfinished = {}, {}
@@ -350,7 +401,83 @@ def load_study(study_dir, warn_stderr: bool = True) -> Study:
         (variants if v.runs else unfinished)[name] = v
     study = Study(path, meta, variants, unfinished)
     _check(study, warn_stderr)
+    _alert_split(study, split, warn_stderr)
     return study
+
+
+# ------------------------------------------------------------------------------------------- grouping
+
+# What a run is, beyond its label: its resolved configuration without these, and its data (by fingerprint).
+NOT_WHAT_IT_IS = NON_RESULT_FIELDS | {"seed", "data"}
+
+
+def what_it_is(run: Run) -> dict:
+    """The settings that make a run what it is (config.yaml as recorded, plugin settings one by one), with its
+    data's fingerprint (else its path) as `data`."""
+    cfg = run.config if isinstance(run.config, dict) else {}
+    settings = {k: v for k, v in cfg.items() if k not in NOT_WHAT_IT_IS and k != "plugin_settings"}
+    plugins = cfg.get("plugin_settings")
+    settings.update(plugins if isinstance(plugins, dict) else {})
+    settings["data"] = run.summary.dataset.fingerprint or cfg.get("data")
+    return settings
+
+
+def differing(a: dict, b: dict) -> list[str]:
+    """The settings in which two runs' what_it_is differ: those both record, with different values, and a plugin
+    setting only one has (absent: neutral). A config field only one records is no difference: the other run is
+    older than the field."""
+    return sorted(k for k in set(a) | set(b) if (k in a and k in b and a[k] != b[k])
+                  or ((k in a) != (k in b) and k not in FIELD_NAMES))
+
+
+def group_runs(runs: list[Run]) -> tuple[dict[str, list[Run]], dict[str, list[tuple[str, list[str]]]]]:
+    """Runs by variant, a label whose runs are several things split into one variant each: ({variant: runs},
+    {label: [(new name, the settings that tell it apart)]}). A run that cannot be read (damaged) stays with its
+    label's first group."""
+    by_label: dict[str, list[Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.variant, []).append(run)
+    out, split = {}, {}
+    for label, members in by_label.items():
+        groups: list[tuple[dict, list[Run]]] = []
+        for run in members:
+            key = what_it_is(run)
+            home = next((g for g in groups if run.problem or not differing(g[0], key)), None)
+            if home is None:
+                groups.append((key, [run]))
+            else:
+                home[1].append(run)
+        if len(groups) == 1:
+            out[label] = members
+            continue
+        differ = sorted({k for g in groups for h in groups for k in differing(g[0], h[0])})
+        split[label] = []
+        for key, group in groups:
+            name = f"{label} [{', '.join(f'{k}={_shown(key.get(k))}' for k in differ)}]"
+            out[name] = [replace(r, summary=replace(r.summary, variant=name)) for r in group]
+            split[label].append((name, differ))
+    return out, split
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and len(value) > 12:  # a fingerprint or a path: its start tells them apart
+        return value[:12]
+    return str(value)
+
+
+def _alert_split(study: Study, split: dict, warn_stderr: bool) -> None:
+    """Say that a label held several configurations and how each is shown."""
+    for label, parts in split.items():
+        names = ", ".join(code(name) for name, _ in parts)
+        study.alerts.append(f"**Runs recorded as one variant are different things**: {code(label)} holds "
+                            f"{len(parts)} configurations (they differ in {', '.join(parts[0][1])}); they are shown "
+                            f"as the variants they are: {names}. Name each with `reglab.train(..., variant=...)` "
+                            "(`reglab train --variant`).")
+        if warn_stderr:
+            warn(f"runs recorded as variant {visible(label)} differ in {', '.join(parts[0][1])}: shown as "
+                 f"{len(parts)} variants")
 
 
 def load_run_study(run_dir, warn_stderr: bool = True) -> Study:
@@ -382,6 +509,14 @@ def _check(study: Study, warn_stderr: bool) -> None:
             if study.single:  # a study lists them in its runs section
                 study.alerts.append(f"this run is **at chance**: {f.chance_reason}.")
             lines.append(f"run {f.run.path} is at chance: {plain(f.chance_reason)}")
+    for v in study.variants.values():
+        if v.bn_stale:
+            study.alerts.append(f"**BatchNorm statistics stale** in {code(v.name)}: "
+                                f"{'; '.join(stale_text(f) for f in v.bn_stale)}. Its eval-mode numbers (the "
+                                "headline accuracy, the gap) measure those statistics, not the regularizers, and no "
+                                f"verdict involving it is one on the regularizers: {STALE_ADVICE}.")
+            lines.append(f"BatchNorm statistics of {v.name} look stale (few steps for the momentum, train mode well "
+                         "above eval mode): rerun with --precise-bn or --bn-momentum 0.1")
     prints = {}
     for f in study.runs:
         fp = f.summary.dataset.fingerprint
