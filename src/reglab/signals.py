@@ -4,7 +4,9 @@ One mechanism: every signal is recorded in `requested` until the command ends, a
 once or deferred, and a deferred one is always honoured (`Stopped`) at the next edge of a phase: the entry and
 end of every `phase()`, `graceful()` and `held()` region, every atomic write before it commits (atomic.py), and
 the end of the command (cli.py). Nothing swallows a signal: one deferred, or caught by a library on its way up
-(an `except BaseException`, an import that falls back), is raised again at that next edge.
+(an `except BaseException`, an import that falls back), is raised again at that next edge. Once an exception
+leaves a phase or region while a signal is pending, that exception is the stop: the cleanup's own writes on its
+way out (a study's study.json, an interrupted run's summary) are not stopped again for the same signal.
 
 - Outside any region a signal raises `Stopped` where the program is: `finally` blocks and context managers run
   (temporary files are removed, worker pools terminated) and the CLI prints one line and exits 128 + the signal
