@@ -202,3 +202,8 @@ def test_stale_batchnorm_is_named_and_no_verdict_is_read_into_it(data, tmp_path,
         file.write_text(yaml.safe_dump({**yaml.safe_load(file.read_text()), "precise_bn": True}))
     study = load_study(tmp_path / "study", warn_stderr=False)
     assert not study.variants["regularized"].bn_stale and not any("BatchNorm" in a for a in study.alerts)
+    for name in ("report.md", "report.html"):  # a folder without study.json holding a report is not reglab's
+        (tmp_path / "study" / name).unlink()
+    md, _ = reglab.report(tmp_path / "study", quiet=True)
+    assert "BatchNorm statistics stale" not in md.read_text()
+    assert "**BatchNorm statistics re-estimated** (`--precise-bn`) in `regularized`" in md.read_text()

@@ -184,7 +184,7 @@ def bn_staleness(run: Run) -> dict | None:
     if not (isinstance(m, (int, float)) and 0 < m <= 1 and isinstance(batch, int) and batch > 0 and used
             and math.isfinite(train) and math.isfinite(clean) and math.isfinite(best)):
         return None
-    steps = math.ceil(used / batch) * int(best)
+    steps = (used // batch + (used % batch > 1)) * int(best)  # a last batch of one joins the one before (loader.py)
     left = (1 - m) ** steps
     if left < STALE_LEFT or train - clean < STALE_DROP:
         return None

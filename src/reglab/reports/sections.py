@@ -81,6 +81,12 @@ def design(doc: Document, study: Study, an: Analysis) -> None:
     """Which design produced the headline accuracy (nothing to say before a run is evaluated)."""
     if study.runs:
         doc.p(design_text(study.runs, study.design))
+    precise = [code(name) for name, v in study.variants.items()
+               if any(f.run.config.get("precise_bn") is True for f in v.runs)]
+    if precise:
+        doc.p(f"**BatchNorm statistics re-estimated** (`--precise-bn`) in {', '.join(precise)}: before the final "
+              "evaluation, from the restored weights, on each run's clean training sample; the epoch was chosen with "
+              "the statistics training kept.")
 
 
 def runs_section(doc: Document, study: Study, an: Analysis) -> None:
