@@ -202,8 +202,22 @@ def test_stale_batchnorm_is_named_and_no_verdict_is_read_into_it(data, tmp_path,
         file.write_text(yaml.safe_dump({**yaml.safe_load(file.read_text()), "precise_bn": True}))
     study = load_study(tmp_path / "study", warn_stderr=False)
     assert not study.variants["regularized"].bn_stale and not any("BatchNorm" in a for a in study.alerts)
-    for name in ("report.md", "report.html"):  # a folder without study.json holding a report is not reglab's
-        (tmp_path / "study" / name).unlink()
-    md, _ = reglab.report(tmp_path / "study", quiet=True)
+    md, _ = reglab.report(tmp_path / "study", quiet=True)  # runs trained one by one are reported again and again
     assert "BatchNorm statistics stale" not in md.read_text()
     assert "**BatchNorm statistics re-estimated** (`--precise-bn`) in `regularized`" in md.read_text()
+
+
+def test_a_report_reglab_wrote_keeps_a_folder_of_runs_a_study_and_one_it_did_not_protects_it(tmp_path):
+    """Runs trained one by one (no study.json) are reported again and again; a report a user wrote is theirs."""
+    from reglab import rundir
+    from reglab.reports.document import Document, write_document
+
+    (tmp_path / "basic" / "seed-42").mkdir(parents=True)
+    (tmp_path / "basic" / "seed-42" / "summary.json").write_text("{}")
+    assert rundir.classify(tmp_path) == "study"
+    write_document(Document("a report"), tmp_path)
+    assert rundir.classify(tmp_path) == "study"
+    (tmp_path / "report.html").write_text("<html><head><title>my notes</title></head></html>")
+    assert rundir.classify(tmp_path) == "foreign"
+    (tmp_path / "report.html").unlink()
+    assert rundir.classify(tmp_path) == "foreign"

@@ -49,6 +49,19 @@ def regular_file_error(path: str | Path) -> str | None:
     return None if stat.S_ISREG(mode) else _kind(mode)
 
 
+def read_head(path: str | Path, size: int) -> bytes:
+    """The first `size` bytes of the regular file `path`; b"" for anything else (absent, a FIFO, unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read(size) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        except OSError:
+            return b""
+
+
 def read_bytes(path: str | Path, limit: int, what: str) -> bytes:
     """The whole of the regular file `path`, at most `limit` bytes; `what` names it in the one-line refusal."""
     try:

@@ -47,7 +47,7 @@ import yaml
 from . import atomic, regularizers
 from .config import Config, dump_yaml
 from .errors import UserError
-from .readfile import damaged, read_own_bytes, read_own_text
+from .readfile import damaged, read_head, read_own_bytes, read_own_text
 
 # train_* are Keras's running values (training mode, augmentation on); val_* are measured on val/ and select_*
 # on the held-out selection split, at every epoch end, in eval mode. With --selection-split the selection split
@@ -404,6 +404,14 @@ class RunWriter:
 FolderKind = Literal["absent", "file", "empty", "run", "study", "foreign"]
 
 
+REPORT_GENERATOR = '<meta name="generator" content="reglab">'  # in the head of every report.html reglab writes
+
+
+def _our_report(path: Path) -> bool:
+    """FOLDER holds report.md and report.html as reglab writes them (the HTML names its generator at its top)."""
+    return (path / "report.md").is_file() and REPORT_GENERATOR.encode() in read_head(path / "report.html", 1024)
+
+
 def classify(path: str | os.PathLike) -> FolderKind:
     """'absent', 'file', 'empty', 'run', 'study' or 'foreign' (a folder reglab did not make). A symlink is
     judged by what it points to."""
@@ -428,7 +436,9 @@ def classify(path: str | os.PathLike) -> FolderKind:
         except UserError:  # damaged: a study if its runs say so, and the study's own reader then names the damage
             beside |= {"study.json", "report.md", "report.html"}
     elif "report.md" in visible or "report.html" in visible:
-        return "foreign"  # a report without the study.json that reglab writes beside it: not ours to replace
+        if not _our_report(path):
+            return "foreign"  # a report reglab did not write (and no study.json): not ours to replace
+        beside |= {"report.md", "report.html"}  # runs trained one by one (the API) and reported: still a study
     for name in visible:
         sub = path / name
         if name in beside and (name != "figures" or sub.is_dir()):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import atomic, signals
+from ..rundir import REPORT_GENERATOR
 from ..text import visible
 
 # ------------------------------------------------------------------------------------------ escaping
@@ -294,6 +295,7 @@ def to_html(doc: Document, base_dir: Path) -> str:
             body.append(f'<figure class="diagram">{b.svg}{caption}</figure>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"{REPORT_GENERATOR}"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(plain(doc.title))}</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
