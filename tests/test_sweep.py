@@ -19,7 +19,7 @@ from reglab.reports import sweep
 from reglab.reports.facts import load_study
 from reglab.variants import sweep_axis, sweep_doses, sweep_variants
 from conftest import make_tree, one_line_error
-from test_report import make_study
+from test_report import make_run, make_study
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cutout.py"
 TINY = ["--image-size", "16", "--epochs", "1", "--device", "cpu", "--batch-size", "4", "-q"]
@@ -183,6 +183,20 @@ def test_one_seed_a_dose_makes_no_claim(tmp_path):
     assert sweep.shape(study, an, "accuracy").label == "no claim"
     assert sweep.indistinguishable(an) == []
     assert any("**No claim**" in line for line in sweep.verdicts(study, an))
+
+
+def test_a_dose_with_one_learned_seed_is_named_apart_and_the_guarantee_is_not_claimed(tmp_path):
+    """One seed of dropout=0.5 at chance: the others still get their verdicts, it gets no claim, and the report does
+    not claim that the set holds the truly best dose."""
+    root = tmp_path / "s"
+    dose_study(root, {0.0: 0.70, 0.25: 0.705})
+    make_run(root, "dropout=0.5", "regularized", 0, 0.40, 0.05, overrides={"dropout": 0.5}, n_val=2000)
+    make_run(root, "dropout=0.5", "regularized", 1, 0.10, 0.0, overrides={"dropout": 0.5}, n_val=2000, one_class=True)
+    study = load_study(root, warn_stderr=False)
+    an = analysed(study)
+    assert sweep.indistinguishable(an) == ["dropout=0", "dropout=0.25"]
+    said = next(line for line in sweep.verdicts(study, an) if "Indistinguishable" in line)
+    assert "**no claim** about `dropout=0.5`" in said and "no 95% guarantee" in said
 
 
 def test_grid_report_has_a_heatmap_and_the_best_cell(tmp_path):

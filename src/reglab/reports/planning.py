@@ -31,7 +31,7 @@ def plan(out: str | Path, margin: float | None = None, power: float = analysis.P
                         "study)")
     report, study = render.load(out, "study", quiet=quiet)
     reference = report.reference(study)
-    an = report.analyze(study, reference, render.study_margin(study, margin), power)
+    an = report.analysed(study, render.study_margin(study, margin), power)
     if not an.m:
         raise UserError(f"{out} has finished runs of one variant only ({reference}); plan needs two to compare")
     rec = analysis.recommended_seeds(an)

@@ -22,13 +22,18 @@ class Report:
     reference: Callable[[Study], str | None]  # the variant every other one is compared with
     sections: tuple[Section, ...]
     terminal: Callable[[Study, Analysis], tuple[list[dict], str]] | None = None  # (rows, title); None: prints nothing
-    analyze: Callable[..., Analysis] = analysis.analyze  # (study, reference, margin, power): its verdicts' family
+    # (study, reference, margin, power) -> the family its verdicts come from; None: analysis.analyze
+    analyze: Callable[..., Analysis] | None = None
+
+    def analysed(self, study: Study, margin: float, power: float = analysis.POWER) -> Analysis:
+        """The one analysis the report is written from."""
+        return (self.analyze or analysis.analyze)(study, self.reference(study), margin, power)
 
 
 def render(report: Report, study: Study, margin: float = 0.01, quiet: bool = False, console=None) -> tuple[Path, Path]:
     """Write STUDY/report.md and STUDY/report.html (figures in STUDY/figures/) and, unless quiet, print the terminal
     table, all from one analysis. Returns both paths."""
-    an = report.analyze(study, report.reference(study), margin)
+    an = report.analysed(study, margin)
     doc = Document(report.title(study, an))
     for section in report.sections:
         section(doc, study, an)

@@ -128,12 +128,13 @@ def _said(an: SweepAnalysis, metric: str, a: str, b: str) -> str:
 
 
 def indistinguishable(an: SweepAnalysis) -> list[str]:
-    """The doses not shown below the best-scoring one (it included): with the family's coverage, a set that holds
-    the truly best dose with at least 95% probability. Empty when a comparison with the best has no claim."""
-    if any(c.verdict == "no claim" for c in an.accuracy):
+    """The doses not shown below the best-scoring one (it included), of those compared with a claim: with the
+    family's coverage, and a claim about every dose, a set that holds the truly best dose with at least 95%
+    probability. Empty when no comparison with the best has a claim."""
+    if all(c.verdict == "no claim" for c in an.accuracy):
         return []
-    lower = {c.variant for c in an.accuracy if c.verdict == "differs" and c.hi < 0}
-    return [v for v in an.order if v not in lower]
+    left_out = {c.variant for c in an.accuracy if c.verdict == "no claim" or (c.verdict == "differs" and c.hi < 0)}
+    return [v for v in an.order if v not in left_out]
 
 
 @dataclass(frozen=True)
@@ -268,16 +269,20 @@ def verdicts(study: Study, an: SweepAnalysis) -> list[str]:
     if not an.accuracy:
         return out + ["Only one dose has a finished run: there is nothing to compare it with."]
     same = indistinguishable(an)
+    unclaimed = [c for c in an.accuracy if c.verdict == "no claim"]
     if not same:
-        why = next(c.why for c in an.accuracy if c.verdict == "no claim")
-        out.append(f"**No claim** about which doses are indistinguishable from {code(ref)}: {why} (a claim needs at "
-                   "least 2 learned seeds a dose).")
+        out.append(f"**No claim** about which doses are indistinguishable from {code(ref)}: {unclaimed[0].why} (a "
+                   "claim needs at least 2 learned seeds a dose).")
     else:
         others = [v for v in same if v != ref]
         out.append(f"**Indistinguishable from the best** (not shown below {code(ref)} in accuracy): "
-                   + (", ".join(code(v) for v in same) if others else f"{code(ref)} alone: every other dose is shown "
-                      "lower")
-                   + ". With the family's coverage this set holds the truly best dose with at least 95% probability.")
+                   + (", ".join(code(v) for v in same) if others else f"{code(ref)} alone: every other dose "
+                      "compared is shown lower")
+                   + (". With the family's coverage this set holds the truly best dose with at least 95% probability."
+                      if not unclaimed else "; **no claim** about " + "; ".join(f"{code(c.variant)} ({c.why})"
+                                                                               for c in unclaimed)
+                      + ", so the set carries no 95% guarantee of holding the truly best dose (a claim needs at "
+                      "least 2 learned seeds a dose)."))
         lower = [c for c in an.accuracy if c.verdict == "differs" and c.hi < 0]
         if lower:
             out.append("Shown below the best: " + "; ".join(f"{code(c.variant)} ({verdict_word(c)})" for c in lower)
