@@ -160,7 +160,7 @@ def test_a_node_that_cannot_see_the_shared_folders_refuses_in_one_line(tmp_path)
     shared = Shared(marker, "cafe", "colours", data, files.identity())
     assert shared.check("n1").name == "colours"
     for seen, words in ((replace(shared, nonce="beef"), "is not the one the driver just wrote"),
-                        (replace(shared, marker=tmp_path / "elsewhere" / "study.json"), "No such file"),
+                        (replace(shared, marker=tmp_path / "elsewhere" / "study.json"), "no such file"),
                         (replace(shared, root=tmp_path / "nodata"), f"cannot see the data folder {tmp_path}")):
         with pytest.raises(UserError, match="node n1 cannot see") as e:
             seen.check("n1")

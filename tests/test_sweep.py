@@ -199,6 +199,18 @@ def test_a_dose_with_one_learned_seed_is_named_apart_and_the_guarantee_is_not_cl
     assert "**no claim** about `dropout=0.5`" in said and "no 95% guarantee" in said
 
 
+def test_a_sweep_where_no_dose_learned_names_no_best_dose(tmp_path):
+    """Every seed of every dose at chance: no dose is called best-scoring, and no shape or verdict is read."""
+    root = tmp_path / "s"
+    for dose in (0.0, 0.25):
+        for seed in (0, 1):
+            make_run(root, f"dropout={dose:g}", "regularized", seed, 0.10, 0.0, overrides={"dropout": dose},
+                     n_val=2000, one_class=True)
+    study = load_study(root, warn_stderr=False)
+    said = sweep.verdicts(study, analysed(study))
+    assert said[0].startswith("**No dose learned**") and not any("Best-scoring" in line for line in said)
+
+
 def test_grid_report_has_a_heatmap_and_the_best_cell(tmp_path):
     cells = {(d, s): 0.5 + d - s for d in (0.0, 0.25) for s in (0.0, 0.1)}
     spec = {f"dropout={d:g},smoothing={s:g}": ("regularized", {"dropout": d, "smoothing": s},

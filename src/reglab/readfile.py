@@ -108,6 +108,8 @@ def read_own_bytes(path: str | Path, limit: int, todo: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise
+    except NotADirectoryError:  # a file where its folder should be: the file is not there, as for its writer
+        raise FileNotFoundError(path) from None
     except OSError as e:
         raise damaged(path, f"cannot be read: {e.strerror or e}", todo) from None
     st = os.fstat(fd)

@@ -261,7 +261,9 @@ class Summary:
         return self.status == "finished"
 
     def to_json(self) -> dict:
-        out = asdict(self)
+        # a diverged run's last losses are nan: JSON has no nan, and the reader refuses one as damage; its
+        # `failure` says what happened
+        out = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
         out["cohort"] = {"size": len(self.cohort), "seeds": list(self.cohort)}
         return out
 

@@ -587,10 +587,11 @@ def _planned_power(kind: str, effect: float, var_a: float, var_b: float, image: 
         df = np.where(total > 0, total ** 2 / ((term_a ** 2 + term_b ** 2) / k), 1.0)
     half = np.sqrt(_quantile(confidence, df) ** 2 * total + _quantile(confidence, n_images - 1) ** 2 * image)
     sd = np.sqrt((var_a + var_b) / seeds + image)
-    if kind == "detect":
-        p = sps.norm.cdf((effect - half) / sd) + sps.norm.cdf((-effect - half) / sd)
-    else:
-        p = np.maximum(2 * sps.norm.cdf((effect - half) / sd) - 1, 0.0)
+    with np.errstate(divide="ignore"):  # no variance at all (identical networks): the z-scores are +-inf, as meant
+        if kind == "detect":
+            p = sps.norm.cdf((effect - half) / sd) + sps.norm.cdf((-effect - half) / sd)
+        else:
+            p = np.maximum(2 * sps.norm.cdf((effect - half) / sd) - 1, 0.0)
     weights = np.outer(w, w) / 4
     return (p * weights).sum(axis=(-2, -1))
 

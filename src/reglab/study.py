@@ -81,7 +81,12 @@ def job_state(job: Job) -> JobState:
     if kind != "run":
         raise UserError(f"{job.run_dir} is not a run folder (it holds {rundir.contents(job.run_dir)}); move it away "
                         "or choose another --out")
-    saved = rundir.read_config(job.run_dir, "delete that run folder to train it again") or {}
+    todo = "delete that run folder to train it again"
+    saved = rundir.read_config(job.run_dir, todo) or {}
+    try:  # what it holds must make a run (a cut-off file's last key has no value), as a resume would need
+        from_dict(saved)
+    except UserError as e:
+        raise rundir.damaged(job.run_dir / "config.yaml", str(e), todo) from None
     wanted = job.cfg.to_dict()
     differ = job.cfg.differences(saved)
     if differ:

@@ -264,6 +264,9 @@ def _heatmap(doc: Document, study: Study, an: SweepAnalysis, names: list[str]) -
 def verdicts(study: Study, an: SweepAnalysis) -> list[str]:
     """The headline statements: the best-scoring dose, the doses indistinguishable from it, the shape, the seeds."""
     ref = an.reference
+    if not study.variants[ref].learned:  # the best mean is over no network: there is no best dose to speak of
+        return ["**No dose learned**: every seed of every dose is at chance or failed, so there is no best dose, no "
+                "shape and no verdict about the doses; train longer, on more images or at a larger size."]
     out = [f"Best-scoring dose: {code(ref)}, {accuracy_cell(study.variants[ref])} (chosen by these data; see "
            "the method notes for why the verdicts keep their coverage)."]
     if not an.accuracy:
