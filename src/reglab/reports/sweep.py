@@ -193,9 +193,9 @@ def shape(study: Study, an: SweepAnalysis, metric: str) -> Shape:
     peak = max(interior, key=lambda v: _mean(study, v, key))
     said = "; ".join(_said(an, metric, peak, e) for e in (low, high))
     return Shape("no evidence of an interior optimum",
-                 f"**no evidence of an interior optimum**: the highest interior dose {code(peak)} is not shown above "
-                 f"both ends ({said}), and {ends_said}; this is not a finding of no effect, only what these seeds "
-                 "could resolve")
+                 f"**no evidence of an interior optimum**: the interior dose with the highest mean, {code(peak)}, is "
+                 f"not shown above both ends ({said}), and {ends_said}; this is not a finding of no effect, only what "
+                 "these seeds could resolve")
 
 
 # ------------------------------------------------------------------------------------------- the sections
