@@ -63,7 +63,7 @@ def resolve_baseline(study: Study, baseline: str) -> tuple[str, str]:
 
 def _tables(doc: Document, study: Study, an: Analysis) -> None:
     rows = ablation_rows(study, an)
-    doc.table(list(rows[0]), [list(r.values()) for r in rows], id="ablation",
+    doc.records(rows, id="ablation",
               note="Sorted by mean headline accuracy: a description, not a ranking the data establish (the verdicts "
                    f"are). {INTERVAL_NOTE}; running training accuracy "
                    "and epochs: two seeds as both values, three or more as mean [95% Student t interval over the "

@@ -96,7 +96,7 @@ def reference_variant(study: Study) -> str:
 def key_differences(doc: Document, study: Study, an: Analysis) -> None:
     doc.h(1, "Summary of key differences")
     rows = comparison_rows(study, an)
-    doc.table(list(rows[0]), [list(r.values()) for r in rows], id="key-differences",
+    doc.records(rows, id="key-differences",
               note="Headline = restored-best weights evaluated on val/. Generalization gap = clean training accuracy "
                    "(restored-best weights, eval mode, un-augmented training images) minus the headline accuracy. "
                    f"{INTERVAL_NOTE}. Other rows: one seed as is, two as both values, three or more as mean [95% "

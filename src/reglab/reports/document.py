@@ -163,6 +163,10 @@ class Document:
     def table(self, header, rows, id: str = "", note: str = ""):
         self.blocks.append(Table([str(h) for h in header], [[str(c) for c in r] for r in rows], id, note))
 
+    def records(self, rows: list[dict], id: str = "", note: str = ""):
+        """A table of rows given as {column: cell} (the first row's keys are the header)."""
+        self.table(list(rows[0]), [list(r.values()) for r in rows], id, note)
+
     def figure(self, path: str, caption: str):
         self.blocks.append(Figure(path, caption))
 

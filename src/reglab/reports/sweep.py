@@ -321,7 +321,7 @@ def dose_rows(study: Study, an: SweepAnalysis) -> list[dict]:
 def _doses(doc: Document, study: Study, an: SweepAnalysis) -> None:
     doc.h(1, "Doses")
     rows = dose_rows(study, an)
-    doc.table(list(rows[0]), [list(r.values()) for r in rows], id="doses",
+    doc.records(rows, id="doses",
               note="In dose order. Headline accuracy and gap: each dose's variant-level 95% interval over its learned "
                    "seeds, accounting for the seeds and the val images (one learned seed: that network only). The "
                    "last column is read off the simultaneous family (Differences).")
